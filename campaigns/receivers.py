@@ -1,0 +1,1 @@
+"""Domain-signal receivers of the campaigns app (connected in AppConfig.ready())."""

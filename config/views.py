@@ -1,0 +1,59 @@
+"""Operational endpoints that are not part of any app: health checks."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connections
+from django.http import JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from config.celery import app as celery_app
+from config.logging import get_logger
+
+logger = get_logger(__name__)
+
+
+def check_database() -> dict:
+    started = time.monotonic()
+    try:
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:  # any driver error means "not reachable"
+        logger.warning("healthz.database_unreachable", error=type(exc).__name__)
+        return {"ok": False, "error": type(exc).__name__}
+    return {"ok": True, "latency_ms": round((time.monotonic() - started) * 1000, 1)}
+
+
+def check_broker() -> dict:
+    started = time.monotonic()
+    transport = settings.CELERY_BROKER_URL.split("://", 1)[0]
+    try:
+        if transport == "filesystem":
+            # The embedded broker is reachable when its message folder exists and this process may write to it.
+            folder = Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"])
+            if not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
+                raise OSError("broker folder missing or not writable")
+        else:
+            with celery_app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, timeout=settings.CELERY_BROKER_CONNECTION_TIMEOUT)
+    except Exception as exc:
+        logger.warning("healthz.broker_unreachable", transport=transport, error=type(exc).__name__)
+        return {"ok": False, "transport": transport, "error": type(exc).__name__}
+    return {"ok": True, "transport": transport, "latency_ms": round((time.monotonic() - started) * 1000, 1)}
+
+
+@never_cache
+@require_GET
+def healthz(request):
+    """Database and broker reachability as JSON: 200 when both answer, 503 otherwise. No secrets, no auth."""
+    checks = {"database": check_database(), "broker": check_broker()}
+    healthy = all(check["ok"] for check in checks.values())
+    return JsonResponse(
+        {"status": "ok" if healthy else "unavailable", "checks": checks}, status=200 if healthy else 503
+    )

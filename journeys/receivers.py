@@ -1,0 +1,1 @@
+"""Domain-signal receivers of the journeys app (connected in AppConfig.ready())."""
