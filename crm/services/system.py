@@ -1,4 +1,4 @@
-"""The crm app's writers. Every change to contacts, consent, events and commerce state goes through here."""
+"""Operational records: heartbeats of periodic schedules."""
 
 from __future__ import annotations
 
