@@ -158,6 +158,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "staticfiles")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -218,8 +219,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.CursorPagination",
     "PAGE_SIZE": 100,
-    "EXCEPTION_HANDLER": "rest_framework.views.exception_handler",
+    "EXCEPTION_HANDLER": "crm.api.exceptions.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
 }
+# Requests per API key and time window ("1000/s", "60000/min"); over it the API answers 429 with Retry-After.
+LOOP_API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="2000/s")
 SPECTACULAR_SETTINGS = {
     "TITLE": "Loop CRM API",
     "DESCRIPTION": "Contacts, events and commerce state for Loop CRM. Segment-compatible tracking endpoints.",
@@ -229,6 +233,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # --- Email (django-anymail; any ESP it supports, or SMTP) ---------------------------------------------------------
@@ -238,8 +243,14 @@ SERVER_EMAIL = DEFAULT_FROM_EMAIL
 ANYMAIL = {}
 
 # --- Logging: one line per event, secrets redacted ----------------------------------------------------------------
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+if LOG_LEVEL not in LOG_LEVELS:
+    raise ImproperlyConfigured(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}; got {LOG_LEVEL!r}.")
+LOG_FORMATS = ("console", "json")
 LOG_FORMAT = env.str("LOG_FORMAT", default="json" if IS_PRODUCTION else "console")
+if LOG_FORMAT not in LOG_FORMATS:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}; got {LOG_FORMAT!r}.")
 LOGGING = build_logging_config(level=LOG_LEVEL, fmt=LOG_FORMAT)
 
 # --- Product settings ------------------------------------------------------------------------------------------

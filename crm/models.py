@@ -386,3 +386,25 @@ class Heartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} @ {self.beat_at:%Y-%m-%d %H:%M:%S}"
+
+
+class RejectedMessage(models.Model):
+    """A tracking message refused by the API (kept so that nothing a sender posts disappears without a trace).
+
+    The sender got the errors in the response; operators see them here to fix the integration.
+    """
+
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="rejected_messages")
+    received_at = models.DateTimeField(_("received at"), default=timezone.now, db_index=True)
+    endpoint = models.CharField(_("endpoint"), max_length=50)
+    index = models.PositiveIntegerField(_("index in batch"), null=True, blank=True)
+    payload = models.JSONField(_("payload"))
+    errors = models.JSONField(_("errors"))
+
+    class Meta:
+        verbose_name = _("rejected message")
+        verbose_name_plural = _("rejected messages")
+        ordering = ["-received_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.source} {self.endpoint} #{self.index}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from crm.models import (
@@ -137,4 +137,33 @@ def contact_profile_update(*, contact: Contact, values: dict[str, Any]) -> Conta
     return contact
 
 
-__all__ = ["contact_erase", "contact_find", "contact_merge", "contact_profile_update"]
+__all__ = ["contact_erase", "contact_find", "contact_merge", "contact_profile_update", "contact_upsert"]
+
+
+@transaction.atomic
+def contact_upsert(
+    *, external_id: str, values: dict[str, Any], consents: dict[str, bool] | None = None, source: str
+) -> tuple[Contact, bool]:
+    """Create or update the contact with this external ID. Returns (contact, created).
+
+    ``values`` are validated profile fields and ``attributes`` (merged into the existing ones); ``consents`` maps
+    purposes to granted/withdrawn, recorded now with ``source``.
+    """
+    from crm.services.consent import ConsentInput, consent_record_many
+
+    now = timezone.now()
+    contact = Contact.objects.select_for_update().filter(external_id=external_id).first()
+    created = False
+    if contact is None:
+        try:
+            with transaction.atomic():
+                contact = Contact.objects.create(external_id=external_id)
+            created = True
+        except IntegrityError:  # created concurrently by another request
+            contact = Contact.objects.select_for_update().get(external_id=external_id)
+    contact_profile_update(contact=contact, values=values)
+    if consents:
+        consent_record_many(
+            changes=[ConsentInput(contact.pk, purpose, granted, now, source) for purpose, granted in consents.items()]
+        )
+    return contact, created

@@ -34,14 +34,17 @@ def test_same_message_id_is_stored_once_even_much_later(source):
     again = event_record_batch(
         source=source, messages=msgs(track("Signed Up", mid="m-1")), received_at=T0 + timedelta(days=400)
     )
-    assert first.stored == 1 and first.duplicates == 0
-    assert again.stored == 0 and again.duplicates == 1
+    assert first.stored == 1
+    assert first.duplicates == 0
+    assert again.stored == 0
+    assert again.duplicates == 1
     assert Event.objects.count() == 1
 
 
 def test_duplicates_inside_one_batch_are_stored_once(source):
     result = event_record_batch(source=source, messages=msgs(track("A", mid="x"), track("A", mid="x")))
-    assert result.stored == 1 and result.duplicates == 1
+    assert result.stored == 1
+    assert result.duplicates == 1
 
 
 def test_same_message_id_from_another_source_is_a_different_event(source):
@@ -85,14 +88,17 @@ def test_anonymous_visitor_becomes_the_identified_contact(source):
     assert contact.name == "김민지"
     assert contact.attributes == {"grade": "VIP"}
     assert contact.events.count() == 2
-    assert contact.first_seen_at == T0 and contact.last_seen_at == T0 + timedelta(minutes=1)
+    assert contact.first_seen_at == T0
+    assert contact.last_seen_at == T0 + timedelta(minutes=1)
 
 
 def test_anonymous_contact_is_merged_into_a_known_user(source):
     event_record_batch(source=source, messages=msgs(track("Signed Up", user="u-1")))
     event_record_batch(
         source=source,
-        messages=msgs({"type": "track", "event": "Product Added", "anonymousId": "a-9", "properties": {"product_id": "p"}}),
+        messages=msgs(
+            {"type": "track", "event": "Product Added", "anonymousId": "a-9", "properties": {"product_id": "p"}}
+        ),
     )
     assert Contact.objects.count() == 2
     event_record_batch(
@@ -147,7 +153,9 @@ def test_cart_follows_add_remove_and_is_emptied_by_an_order(source):
         source=source,
         messages=msgs(
             track("Product Added", mid="1", at=T0, product_id="p1", name="캐시미어 니트", price=59000, quantity=2),
-            track("Product Added", mid="2", at=T0 + timedelta(minutes=1), product_id="p2", name="울 머플러", price=25000),
+            track(
+                "Product Added", mid="2", at=T0 + timedelta(minutes=1), product_id="p2", name="울 머플러", price=25000
+            ),
             track("Product Removed", mid="3", at=T0 + timedelta(minutes=2), product_id="p1", quantity=1),
         ),
     )
@@ -165,11 +173,15 @@ def test_cart_follows_add_remove_and_is_emptied_by_an_order(source):
     event_record_batch(
         source=source,
         messages=msgs(
-            track("Order Completed", mid="5", at=T0 + timedelta(minutes=5), order_id="o-1", total=84000, coupon="WELCOME")
+            track(
+                "Order Completed", mid="5", at=T0 + timedelta(minutes=5), order_id="o-1", total=84000, coupon="WELCOME"
+            )
         ),
     )
     cart = Cart.objects.get()
-    assert cart.items == [] and cart.value == 0 and cart.checkout_started_at is None
+    assert cart.items == []
+    assert cart.value == 0
+    assert cart.checkout_started_at is None
     contact = Contact.objects.get()
     assert (contact.order_count, contact.total_revenue) == (1, Decimal("84000"))
     assert contact.first_order_at == contact.last_order_at == T0 + timedelta(minutes=5)

@@ -1,0 +1,67 @@
+"""JSON request parsing with size limits and gzip bodies (RudderStack's SDK gzips by default)."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+from django.utils.translation import gettext as _
+from rest_framework import parsers
+from rest_framework.exceptions import ParseError
+
+from crm.ingest.messages import MAX_BATCH_BYTES
+
+READ_CHUNK = 64 * 1024
+
+
+class TooLarge(ParseError):
+    default_code = "too_large"
+
+
+def read_limited(stream, limit: int, encoding: str) -> bytes:
+    """Read the body, decompressing gzip/deflate, and refuse more than ``limit`` bytes of JSON."""
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
+        inflater = zlib.decompressobj(wbits)
+        out = bytearray()
+        try:
+            while chunk := stream.read(READ_CHUNK):
+                out += inflater.decompress(chunk, limit + 1 - len(out))
+                if len(out) > limit or inflater.unconsumed_tail:
+                    raise TooLarge(_("The body is larger than %(n)d KB uncompressed.") % {"n": limit // 1024})
+            out += inflater.flush()
+        except zlib.error:
+            raise ParseError(_("The body is not valid %(encoding)s data.") % {"encoding": encoding}) from None
+        if len(out) > limit:
+            raise TooLarge(_("The body is larger than %(n)d KB uncompressed.") % {"n": limit // 1024})
+        return bytes(out)
+    if encoding not in ("", "identity"):
+        raise ParseError(_("Unsupported Content-Encoding '%(encoding)s'.") % {"encoding": encoding[:20]})
+    body = stream.read(limit + 1) if stream is not None else b""
+    if len(body) > limit:
+        raise TooLarge(_("The body is larger than %(n)d KB.") % {"n": limit // 1024})
+    return body
+
+
+class TrackingJSONParser(parsers.JSONParser):
+    """application/json, possibly gzip-compressed, at most the view's ``max_body_bytes`` (default 500 KB)."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        parser_context = parser_context or {}
+        view = parser_context.get("view")
+        request = parser_context.get("request")
+        limit = getattr(view, "max_body_bytes", MAX_BATCH_BYTES)
+        encoding = (request.META.get("HTTP_CONTENT_ENCODING", "") if request is not None else "").strip().lower()
+        body = read_limited(stream, limit, encoding)
+        if not body:
+            raise ParseError(_("The body is empty; a JSON object was expected."))
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ParseError(_("The body is not valid JSON: %(error)s") % {"error": str(exc)[:200]}) from None
+
+
+class TrackingTextParser(TrackingJSONParser):
+    """Browsers post JSON as text/plain to avoid a CORS preflight (analytics.js does); parse it as JSON."""
+
+    media_type = "text/plain"

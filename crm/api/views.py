@@ -1,0 +1,272 @@
+"""The shop's REST API: Segment-compatible tracking endpoints and native resources. Views call one service."""
+
+from __future__ import annotations
+
+from django.db.models import Prefetch
+from django.shortcuts import get_object_or_404
+from django.utils.translation import gettext as _
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.pagination import CursorPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from crm.api.authentication import HasScope, WriteKeyAuthentication
+from crm.api.exceptions import error_response
+from crm.api.parsers import TrackingJSONParser, TrackingTextParser
+from crm.api.serializers import (
+    AliasMessageSerializer,
+    BatchSerializer,
+    CartSerializer,
+    ContactSerializer,
+    ContactWriteSerializer,
+    CouponSerializer,
+    ErrorSerializer,
+    GroupMessageSerializer,
+    IdentifyMessageSerializer,
+    NativeEventSerializer,
+    OrderSerializer,
+    PageMessageSerializer,
+    TrackingResponseSerializer,
+    TrackMessageSerializer,
+)
+from crm.api.throttling import ApiKeyThrottle
+from crm.ingest.messages import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES
+from crm.models import ApiKey, Cart, Consent, Contact
+from crm.services.contacts import contact_erase, contact_upsert
+from crm.services.tracking import PayloadError, tracking_ingest
+
+ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, description="Invalid body; errors by field or by message index."),
+    401: OpenApiResponse(ErrorSerializer, description="Missing, invalid or revoked API key."),
+    403: OpenApiResponse(ErrorSerializer, description="The key lacks the scope."),
+    429: OpenApiResponse(ErrorSerializer, description="Rate limited; retry after the Retry-After seconds."),
+}
+
+
+class ApiKeyView(APIView):
+    authentication_classes = [WriteKeyAuthentication]
+    permission_classes = [HasScope]
+    throttle_classes = [ApiKeyThrottle]
+
+
+class TrackingView(ApiKeyView):
+    """Base of the Segment HTTP Tracking API endpoints."""
+
+    required_scope = ApiKey.Scope.WRITE_EVENTS
+    parser_classes = [TrackingJSONParser, TrackingTextParser]
+    message_type: str | None = None
+    max_body_bytes = MAX_MESSAGE_BYTES
+
+    def post(self, request):
+        try:
+            result = tracking_ingest(
+                source=request.auth.source,
+                payload=request.data,
+                endpoint=self.message_type or "batch",
+                message_type=self.message_type,
+            )
+        except PayloadError as exc:
+            return error_response(message=exc.message, errors=exc.errors)
+        return Response(result.as_response(), status=status.HTTP_200_OK)
+
+
+def _tracking_schema(serializer, summary: str):
+    return extend_schema(
+        request=serializer,
+        responses={200: TrackingResponseSerializer, **ERRORS},
+        summary=summary,
+        tags=["tracking"],
+    )
+
+
+@_tracking_schema(BatchSerializer, "Send many messages at once (Segment batch).")
+class BatchView(TrackingView):
+    max_body_bytes = MAX_BATCH_BYTES
+
+
+@_tracking_schema(TrackMessageSerializer, "Record an action (Segment track).")
+class TrackView(TrackingView):
+    message_type = "track"
+
+
+@_tracking_schema(IdentifyMessageSerializer, "Identify a contact and set traits (Segment identify).")
+class IdentifyView(TrackingView):
+    message_type = "identify"
+
+
+@_tracking_schema(PageMessageSerializer, "Record a page view (Segment page).")
+class PageView(TrackingView):
+    message_type = "page"
+
+
+@_tracking_schema(PageMessageSerializer, "Record an app screen view (Segment screen).")
+class ScreenView(TrackingView):
+    message_type = "screen"
+
+
+@_tracking_schema(AliasMessageSerializer, "Merge a previous id into a user (Segment alias).")
+class AliasView(TrackingView):
+    message_type = "alias"
+
+
+@_tracking_schema(GroupMessageSerializer, "Associate a contact with a group (Segment group).")
+class GroupView(TrackingView):
+    message_type = "group"
+
+
+@extend_schema(
+    request=NativeEventSerializer(many=True),
+    responses={200: TrackingResponseSerializer, **ERRORS},
+    summary="Record one event or a list of events in the native format.",
+    tags=["events"],
+)
+class EventsView(ApiKeyView):
+    required_scope = ApiKey.Scope.WRITE_EVENTS
+    parser_classes = [TrackingJSONParser]
+    max_body_bytes = MAX_BATCH_BYTES
+
+    def post(self, request):
+        data = request.data
+        items = data if isinstance(data, list) else [data]
+        serializer = NativeEventSerializer(data=items, many=True)
+        if not serializer.is_valid():
+            found = serializer.errors
+            pairs = found.items() if isinstance(found, dict) else enumerate(found)
+            errors = [{"index": i, "errors": e} for i, e in sorted(pairs) if e]
+            return error_response(message=_("Some events are invalid; nothing was stored."), errors=errors)
+        batch = []
+        for item in serializer.validated_data:
+            message = {
+                "type": "track",
+                "messageId": item["message_id"],
+                "event": item["name"],
+                "properties": item.get("properties", {}),
+            }
+            if item.get("external_id"):
+                message["userId"] = item["external_id"]
+            if item.get("anonymous_id"):
+                message["anonymousId"] = item["anonymous_id"]
+            if item.get("occurred_at"):
+                message["timestamp"] = item["occurred_at"].isoformat()
+            batch.append(message)
+        try:
+            result = tracking_ingest(source=request.auth.source, payload={"batch": batch}, endpoint="events")
+        except PayloadError as exc:
+            return error_response(message=exc.message, errors=exc.errors)
+        return Response(result.as_response())
+
+
+class ContactCursorPagination(CursorPagination):
+    ordering = "-id"
+    page_size = 100
+    max_page_size = 1000
+    page_size_query_param = "page_size"
+
+
+def _contacts():
+    return Contact.objects.not_erased().prefetch_related(
+        Prefetch("consents", queryset=Consent.objects.order_by("purpose")), "tags"
+    )
+
+
+@extend_schema(
+    tags=["contacts"],
+    parameters=[
+        OpenApiParameter("email", str, description="Exact email."),
+        OpenApiParameter("phone", str, description="Phone in any format (normalized to E.164)."),
+        OpenApiParameter("updated_since", str, description="ISO 8601; contacts changed since then."),
+    ],
+    responses={200: ContactSerializer(many=True), **ERRORS},
+)
+class ContactListView(ApiKeyView, generics.ListAPIView):
+    required_scope = ApiKey.Scope.READ_CONTACTS
+    serializer_class = ContactSerializer
+    pagination_class = ContactCursorPagination
+
+    def get_queryset(self):
+        from crm.selectors import contact_filter
+
+        return contact_filter(queryset=_contacts(), params=self.request.query_params)
+
+
+class ContactDetailView(ApiKeyView):
+    required_scopes = {
+        "GET": ApiKey.Scope.READ_CONTACTS,
+        "PUT": ApiKey.Scope.WRITE_EVENTS,
+        "DELETE": ApiKey.Scope.WRITE_EVENTS,
+    }
+
+    @extend_schema(tags=["contacts"], responses={200: ContactSerializer, **ERRORS})
+    def get(self, request, external_id: str):
+        contact = get_object_or_404(_contacts(), external_id=external_id)
+        return Response(ContactSerializer(contact).data)
+
+    @extend_schema(
+        tags=["contacts"],
+        request=ContactWriteSerializer,
+        responses={200: ContactSerializer, 201: ContactSerializer, **ERRORS},
+        summary="Create or update the contact with this external id.",
+    )
+    def put(self, request, external_id: str):
+        if len(external_id) > 255:
+            return error_response(message=_("The external id is longer than 255 characters."))
+        serializer = ContactWriteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        values = dict(serializer.validated_data)
+        consents = values.pop("consents", None)
+        contact, created = contact_upsert(
+            external_id=external_id, values=values, consents=consents, source=f"api:{request.auth.source.name}"
+        )
+        contact = _contacts().get(pk=contact.pk)
+        return Response(ContactSerializer(contact).data, status=201 if created else 200)
+
+    @extend_schema(
+        tags=["contacts"],
+        responses={204: None, **ERRORS},
+        summary="Erase the contact's personal data (right to erasure).",
+    )
+    def delete(self, request, external_id: str):
+        contact = get_object_or_404(Contact.objects.not_erased(), external_id=external_id)
+        contact_erase(contact=contact, actor=f"api:{request.auth.source.name}")
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ContactCartView(ApiKeyView):
+    required_scope = ApiKey.Scope.READ_CONTACTS
+
+    @extend_schema(tags=["contacts"], responses={200: CartSerializer, **ERRORS})
+    def get(self, request, external_id: str):
+        contact = get_object_or_404(Contact.objects.not_erased(), external_id=external_id)
+        cart = Cart.objects.filter(contact=contact).first()
+        if cart is None:
+            return Response(
+                {"items": [], "value": "0.00", "currency": "KRW", "updated_at": None, "checkout_started_at": None}
+            )
+        return Response(CartSerializer(cart).data)
+
+
+class ContactCouponsView(ApiKeyView, generics.ListAPIView):
+    required_scope = ApiKey.Scope.READ_CONTACTS
+    serializer_class = CouponSerializer
+    pagination_class = None
+
+    @extend_schema(tags=["contacts"], responses={200: CouponSerializer(many=True), **ERRORS})
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        contact = get_object_or_404(Contact.objects.not_erased(), external_id=self.kwargs["external_id"])
+        return contact.coupons.order_by("-issued_at")[:500]
+
+
+class ContactOrdersView(ContactCouponsView):
+    serializer_class = OrderSerializer
+
+    @extend_schema(tags=["contacts"], responses={200: OrderSerializer(many=True), **ERRORS})
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        contact = get_object_or_404(Contact.objects.not_erased(), external_id=self.kwargs["external_id"])
+        return contact.orders.order_by("-placed_at")[:500]
