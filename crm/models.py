@@ -408,3 +408,50 @@ class RejectedMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source} {self.endpoint} #{self.index}"
+
+
+class ContactImport(models.Model):
+    """One import of a contacts file: its options, what the preview found, and what was applied."""
+
+    class Status(models.TextChoices):
+        PREVIEWED = "previewed", _("Previewed")
+        QUEUED = "queued", _("Queued")
+        RUNNING = "running", _("Running")
+        COMPLETED = "completed", _("Completed")
+        FAILED = "failed", _("Failed")
+        CANCELLED = "cancelled", _("Cancelled")
+
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    file_name = models.CharField(_("file name"), max_length=255)
+    file = models.FileField(_("file"), upload_to="imports/%Y/%m/", blank=True)
+    file_sha256 = models.CharField(max_length=64, blank=True, editable=False)
+    file_format = models.CharField(_("format"), max_length=10, blank=True)
+    encoding = models.CharField(_("encoding"), max_length=30, blank=True)
+    status = models.CharField(_("status"), max_length=20, choices=Status.choices, default=Status.PREVIEWED)
+    options = models.JSONField(_("options"), default=dict, blank=True)
+    column_mapping = models.JSONField(_("column mapping"), default=dict, blank=True)
+    tag = models.ForeignKey(Tag, null=True, blank=True, on_delete=models.SET_NULL, verbose_name=_("tag"))
+    contact_list = models.ForeignKey(
+        ContactList, null=True, blank=True, on_delete=models.SET_NULL, verbose_name=_("static list")
+    )
+    total_rows = models.PositiveIntegerField(_("rows"), default=0)
+    processed_rows = models.PositiveIntegerField(_("processed rows"), default=0)
+    new_count = models.PositiveIntegerField(_("new"), default=0)
+    updated_count = models.PositiveIntegerField(_("updated"), default=0)
+    unchanged_count = models.PositiveIntegerField(_("unchanged"), default=0)
+    skipped_count = models.PositiveIntegerField(_("skipped"), default=0)
+    error_count = models.PositiveIntegerField(_("errors"), default=0)
+    errors = models.JSONField(_("row errors"), default=list, blank=True)
+    failure = models.TextField(_("failure"), blank=True)
+
+    class Meta:
+        verbose_name = _("contact import")
+        verbose_name_plural = _("contact imports")
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.file_name} ({self.get_status_display()})"
