@@ -38,8 +38,8 @@ setup: install compilemessages
 	$(PY) manage.py ensure_admin
 
 run: setup
-	@echo "Starting web (http://127.0.0.1:8000/admin/), Celery worker and celery-beat. Ctrl-C stops all."
-	$(BIN)/honcho start --no-prefix -f Procfile.dev 2>&1 || test $$? -eq 130
+	@echo "Starting web (http://127.0.0.1:$${LOOP_WEB_PORT:-8000}/admin/), Celery worker and celery-beat. Ctrl-C stops all."
+	$(PY) -m config.devrun Procfile.dev
 
 test: install-dev compilemessages lint
 	$(BIN)/pytest

@@ -1,1 +1,155 @@
-"""Project-wide pytest fixtures and the rules for tests that need real servers (see README, "Tests")."""
+"""Project-wide pytest fixtures and the rules for tests that need real servers (see README, "Tests").
+
+Tests marked ``@pytest.mark.integration`` need a real PostgreSQL, Redis or RabbitMQ server.
+
+* Without ``LOOP_INTEGRATION=1`` they are deselected, and the terminal summary says how many and how to run them.
+* With ``LOOP_INTEGRATION=1`` (CI's second pass, ``.ci/run``) they run, and they can only pass or fail: a server
+  that cannot be reached fails the test with a message naming the server and its URL, and a skip of an integration
+  test (``pytest.skip``, ``skipif``, ``importorskip``) is reported as a failure.
+
+Server URLs come from the environment through the fixtures below (``redis_url``, ``rabbitmq_url``); a test that
+needs PostgreSQL itself asks for the ``postgresql`` fixture (the database is the one ``DATABASE_URL`` names).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+INTEGRATION_ENV = "LOOP_INTEGRATION"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
+DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
+#: Seconds to wait for a server to answer before the test fails.
+CONNECT_TIMEOUT = 3.0
+
+deselected_key = pytest.StashKey[int]()
+integration_selected_key = pytest.StashKey[int]()
+
+
+def integration_enabled() -> bool:
+    return os.environ.get(INTEGRATION_ENV, "") == "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    value = os.environ.get(INTEGRATION_ENV, "")
+    if value not in ("", "0", "1"):
+        raise pytest.UsageError(f"{INTEGRATION_ENV} must be 1 (run integration tests) or unset; got {value!r}")
+
+
+def is_integration(item: pytest.Item) -> bool:
+    return item.get_closest_marker("integration") is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    integration = [item for item in items if is_integration(item)]
+    if integration_enabled():
+        config.stash[integration_selected_key] = len(integration)
+        return
+    if integration:
+        config.hook.pytest_deselected(items=integration)
+        items[:] = [item for item in items if not is_integration(item)]
+    config.stash[deselected_key] = len(integration)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Under LOOP_INTEGRATION=1 an integration test must run: turn any skip of one into a failure."""
+    report = yield
+    if report.skipped and integration_enabled() and is_integration(item) and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = (
+            f"integration test skipped under {INTEGRATION_ENV}=1, which is not allowed (it must pass or fail): {reason}"
+        )
+    return report
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    deselected = config.stash.get(deselected_key, 0)
+    if deselected:
+        terminalreporter.write_line(
+            f"{deselected} integration test(s) deselected: they need PostgreSQL, Redis and RabbitMQ. Run them with"
+            f" `{INTEGRATION_ENV}=1 DATABASE_URL=postgres://postgres@127.0.0.1:5432/loop .venv/bin/pytest -m"
+            " integration`, or all of CI with `bash .ci/run`.",
+            yellow=True,
+        )
+    if integration_enabled():
+        # .ci/run checks this line: the second pass must have run integration tests, not silently none.
+        terminalreporter.write_line(
+            f"{INTEGRATION_ENV}=1: {config.stash.get(integration_selected_key, 0)} integration test(s) selected; "
+            "a skip of any of them counts as a failure."
+        )
+
+
+def redacted(url: str) -> str:
+    from config.logging import redact_value
+
+    return redact_value(url)
+
+
+def require_integration_marker(request: pytest.FixtureRequest, fixture: str) -> None:
+    if not is_integration(request.node):
+        message = f"the `{fixture}` fixture needs a real server: mark the test @pytest.mark.integration"
+        pytest.fail(message, pytrace=False)
+
+
+def server_unreachable(server: str, url: str, env_name: str, exc: BaseException):
+    pytest.fail(
+        f"{server} is not reachable at {redacted(url)} ({type(exc).__name__}: {redacted(str(exc))}). "
+        f"Integration tests need it: start it (`bash .ci/run` starts PostgreSQL, Redis and RabbitMQ) or point "
+        f"{env_name} at one.",
+        pytrace=False,
+    )
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """URL of a real Redis (LOOP_TEST_REDIS_URL, default db 15); fails the test when it does not answer PING."""
+    require_integration_marker(request, "redis_url")
+    url = os.environ.get("LOOP_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+    import redis
+
+    error = None
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT)
+        client.ping()
+        client.close()
+    except (redis.RedisError, OSError) as exc:
+        error = exc
+    if error is not None:  # failed outside the except block: the message, not a chain of driver tracebacks
+        server_unreachable("Redis", url, "LOOP_TEST_REDIS_URL", error)
+    return url
+
+
+@pytest.fixture
+def rabbitmq_url(request: pytest.FixtureRequest) -> str:
+    """URL of a real RabbitMQ (LOOP_TEST_RABBITMQ_URL); fails the test when an AMQP connection cannot be opened."""
+    require_integration_marker(request, "rabbitmq_url")
+    url = os.environ.get("LOOP_TEST_RABBITMQ_URL", DEFAULT_RABBITMQ_URL)
+    from kombu import Connection
+
+    error = None
+    try:
+        with Connection(url, connect_timeout=CONNECT_TIMEOUT) as conn:
+            conn.ensure_connection(max_retries=0, timeout=CONNECT_TIMEOUT)
+    except Exception as exc:  # kombu re-raises socket and AMQP errors as its own
+        error = exc
+    if error is not None:
+        server_unreachable("RabbitMQ", url, "LOOP_TEST_RABBITMQ_URL", error)
+    return url
+
+
+@pytest.fixture
+def postgresql(request: pytest.FixtureRequest) -> None:
+    """For tests that need PostgreSQL itself: fails (never skips) when DATABASE_URL names another database."""
+    require_integration_marker(request, "postgresql")
+    from django.db import connection
+
+    # The backend's vendor is known without opening a connection.
+    if connection.vendor != "postgresql":
+        pytest.fail(
+            f"this test needs PostgreSQL, but the database is {connection.vendor}: set "
+            "DATABASE_URL=postgres://postgres@127.0.0.1:5432/loop (as `bash .ci/run` does)",
+            pytrace=False,
+        )

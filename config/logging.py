@@ -20,24 +20,51 @@ SECRET_KEY_PATTERN = re.compile(
     r"(pass(word|wd)?|secret|token|api[_-]?key|write[_-]?key|authorization|cookie|session|signature|credential)",
     re.IGNORECASE,
 )
+#: Inside free text (a message, an exception, the repr of an object): ``password=…``, ``token: …``,
+#: ``'api_key': '…'``, ``X-Api-Key: …``, ``?access_token=…``. The name is kept, the value (quoted or not) is masked.
+SECRET_IN_TEXT_PATTERN = re.compile(
+    r"""(?ix)
+    (?P<name>\b[\w-]*(?:password|passwd|pwd|secret|token|api[_-]?key|write[_-]?key|authorization|cookie
+        |credentials?|signature|session[_-]?(?:id|key))[\w-]*)
+    (?P<separator>["']?\s*[:=]\s*)
+    (?!\[redacted\])
+    (?P<value>"[^"]*"|'[^']*'|(?:(?:bearer|basic|token|digest)\s+)?[^\s"',;&)}\]]+)
+    """
+)
 #: Values that are secrets whatever key they sit under: our API keys, bearer/basic credentials, URL passwords.
 SECRET_VALUE_PATTERNS = (
     (re.compile(r"\bloop_[A-Za-z0-9_\-]{16,}"), REDACTED),
-    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]+"), r"\1 " + REDACTED),
+    (re.compile(r"(?i)\b(bearer|basic)\s+(?!\[redacted\])[A-Za-z0-9._~+/=\-]+"), r"\1 " + REDACTED),
     (re.compile(r"(?i)([a-z][a-z0-9+.\-]*://[^:/@\s]*:)[^@\s/]+@"), r"\1" + REDACTED + "@"),
 )
+#: Values a renderer writes as they are; anything else is rendered through ``repr()`` and redacted as text.
+PLAIN_TYPES = (int, float, bool, type(None))
+
+
+def _mask_in_text(match: re.Match) -> str:
+    value = match["value"]
+    quote = value[0] if value[0] in "\"'" else ""
+    return f"{match['name']}{match['separator']}{quote}{REDACTED}{quote}"
+
+
+def redact_text(text: str) -> str:
+    text = SECRET_IN_TEXT_PATTERN.sub(_mask_in_text, text)
+    for pattern, replacement in SECRET_VALUE_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def redact_value(value: Any) -> Any:
     if isinstance(value, str):
-        for pattern, replacement in SECRET_VALUE_PATTERNS:
-            value = pattern.sub(replacement, value)
+        return redact_text(value)
+    if isinstance(value, PLAIN_TYPES):
         return value
     if isinstance(value, Mapping):
         return {k: (REDACTED if SECRET_KEY_PATTERN.search(str(k)) else redact_value(v)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return type(value)(redact_value(v) for v in value)
-    return value
+    # An exception, a URL object, a connection...: its repr (what the renderer would print) may hold a secret.
+    return redact_text(repr(value))
 
 
 def redact_secrets(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
@@ -124,4 +151,4 @@ def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     return structlog.get_logger(name)
 
 
-__all__ = ["REDACTED", "build_logging_config", "get_logger", "redact_secrets", "redact_value"]
+__all__ = ["REDACTED", "build_logging_config", "get_logger", "redact_secrets", "redact_text", "redact_value"]

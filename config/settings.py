@@ -18,6 +18,25 @@ from config.logging import build_logging_config
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off", ""}
+
+
+def env_flag(name: str, *, default: bool) -> bool:
+    """A boolean variable; anything but 1/0, true/false, yes/no, on/off is refused (``DEBUG=maybe`` must not
+    silently mean off)."""
+    raw = env.str(name, default=None)
+    if raw is None:
+        return default
+    word = raw.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ImproperlyConfigured(f"{name} must be one of 1/0, true/false, yes/no, on/off; got {raw!r}.")
+
+
 # A `.env` file next to manage.py is read if present; real environment variables win over it.
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
@@ -33,7 +52,7 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DEV_SECRET_KEY = "django-insecure-loop-development-key-do-not-use-in-production"  # noqa: S105 (refused in production)
 SECRET_KEY = env.str("SECRET_KEY", default=DEV_SECRET_KEY)
-DEBUG = env.bool("DEBUG", default=not IS_PRODUCTION)
+DEBUG = env_flag("DEBUG", default=not IS_PRODUCTION)
 
 _default_hosts = [] if IS_PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"]
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=_default_hosts)
@@ -134,14 +153,14 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # the admin's JavaScript reads it for the language switch and rule builder
-SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=IS_PRODUCTION)
-CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=IS_PRODUCTION)
-SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SESSION_COOKIE_SECURE = env_flag("SESSION_COOKIE_SECURE", default=IS_PRODUCTION)
+CSRF_COOKIE_SECURE = env_flag("CSRF_COOKIE_SECURE", default=IS_PRODUCTION)
+SECURE_SSL_REDIRECT = env_flag("SECURE_SSL_REDIRECT", default=False)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
-if env.bool("USE_X_FORWARDED_PROTO", default=False):
+if env_flag("USE_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # --- Internationalisation and time ---------------------------------------------------------------------------------

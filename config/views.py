@@ -32,7 +32,9 @@ def check_database() -> dict:
 
 def check_broker() -> dict:
     started = time.monotonic()
-    transport = settings.CELERY_BROKER_URL.split("://", 1)[0]
+    url = settings.CELERY_BROKER_URL
+    # Only the scheme is ever reported or logged: the rest of the URL may hold a password.
+    transport = url.split("://", 1)[0] if "://" in url else "unknown"
     try:
         if transport == "filesystem":
             # The embedded broker is reachable when its message folder exists and this process may write to it.
@@ -40,8 +42,11 @@ def check_broker() -> dict:
             if not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
                 raise OSError("broker folder missing or not writable")
         else:
-            with celery_app.connection_for_write() as conn:
-                conn.ensure_connection(max_retries=1, timeout=settings.CELERY_BROKER_CONNECTION_TIMEOUT)
+            # Settings are read at call time (not from the Celery app's cached configuration). One attempt, bounded
+            # by the connection timeout: a load balancer's probe must answer quickly, not retry.
+            timeout = settings.CELERY_BROKER_CONNECTION_TIMEOUT
+            with celery_app.connection_for_write(url=url, connect_timeout=timeout) as conn:
+                conn.ensure_connection(max_retries=0, timeout=timeout)
     except Exception as exc:
         logger.warning("healthz.broker_unreachable", transport=transport, error=type(exc).__name__)
         return {"ok": False, "transport": transport, "error": type(exc).__name__}

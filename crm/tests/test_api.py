@@ -43,7 +43,7 @@ def basic(key):
 
 
 def post(path, body, key=None, *, auth="basic", raw=None, headers=None):
-    client = APIClient()
+    client = APIClient(HTTP_ACCEPT_LANGUAGE="en")  # messages are asserted in English; Korean is the default
     extra = dict(headers or {})
     if key and auth == "basic":
         extra["HTTP_AUTHORIZATION"] = basic(key)
