@@ -1,0 +1,832 @@
+"""The crm models in the admin: read-mostly screens for marketers and operators.
+
+Rows are written by ``crm.services`` (the ingest API, imports, commands); here marketers look them up, curate tags
+and static lists and correct a contact's profile. There is no business logic in this module: commerce state,
+consent, events and API keys are shown read-only because only their services may change them.
+
+Big tables (contacts, events, orders, coupons, devices, consent history) use ``LoopModelAdmin``'s capped count and
+``list_select_related``, so that a list page costs a fixed number of queries whatever the number of rows.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import urlencode
+
+import phonenumbers
+from django import forms
+from django.contrib import admin
+from django.contrib.humanize.templatetags.humanize import intcomma
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
+from django.utils.translation import gettext_lazy as _
+
+from config.admin_base import LoopModelAdmin, ReadOnlyModelAdmin, ReadOnlyTabularInline, json_block
+from crm.models import (
+    ApiKey,
+    Cart,
+    Consent,
+    ConsentChange,
+    ConsentPurpose,
+    Contact,
+    ContactList,
+    Coupon,
+    Device,
+    Event,
+    Heartbeat,
+    Order,
+    RejectedMessage,
+    Source,
+    Tag,
+    WishlistItem,
+)
+from crm.phones import DEFAULT_REGION, InvalidPhoneNumber, normalize_phone, phone_search_variants
+
+#: How many of a contact's events its page shows (newest first); the rest are one link away.
+RECENT_EVENTS = 20
+
+
+# --- Display helpers -------------------------------------------------------------------------------------------
+
+
+def money(value: Decimal | None, currency: str = "") -> str:
+    """``39000.00`` → ``39,000``; decimals are kept only when there are any (KRW has none)."""
+    if value is None:
+        return "-"
+    if value == value.to_integral_value():
+        value = value.quantize(Decimal("1"))
+    text = intcomma(value)
+    return f"{text} {currency}" if currency else text
+
+
+def phone_display(e164: str) -> str:
+    """``+821012345678`` → ``010-1234-5678`` for Korean numbers, the international format for others."""
+    if not e164:
+        return ""
+    try:
+        number = phonenumbers.parse(e164, DEFAULT_REGION)
+    except phonenumbers.NumberParseException:
+        return e164
+    if number.country_code == phonenumbers.country_code_for_region(DEFAULT_REGION):
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
+def admin_link(obj: Any, text: Any = None) -> str:
+    """A link to ``obj``'s admin page, or its text when there is no object."""
+    if obj is None:
+        return "-"
+    opts = obj._meta
+    url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+    return format_html('<a href="{}">{}</a>', url, obj if text is None else text)
+
+
+def changelist_link(model: type, text: Any, **params: Any) -> str:
+    opts = model._meta
+    url = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
+    return format_html('<a href="{}?{}">{}</a>', url, urlencode(params), text)
+
+
+def price_display(value: Any) -> str:
+    """A price from an event's JSON: a number when it is one, the text as sent otherwise."""
+    if value is None or value == "":
+        return "-"
+    try:
+        return money(Decimal(str(value)))
+    except (InvalidOperation, ValueError):
+        return str(value)
+
+
+def items_table(items: list[dict[str, Any]] | None) -> str:
+    """Cart or order lines as a small table: product, quantity, price."""
+    if not items:
+        return "-"
+    rows = format_html_join(
+        "",
+        '<tr><td>{}</td><td>{}</td><td class="loop-num">{}</td><td class="loop-num">{}</td></tr>',
+        (
+            (
+                item.get("name") or "-",
+                item.get("product_id") or item.get("sku") or "-",
+                item.get("quantity", 1),
+                price_display(item.get("price")),
+            )
+            for item in items
+            if isinstance(item, dict)
+        ),
+    )
+    return format_html(
+        '<table class="loop-items"><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead>'
+        "<tbody>{}</tbody></table>",
+        _("product"),
+        _("product ID"),
+        _("quantity"),
+        _("price"),
+        rows,
+    )
+
+
+def properties_summary(properties: dict[str, Any] | None, *, limit: int = 3, width: int = 80) -> str:
+    """The first few properties of an event as ``key: value`` on one line."""
+    if not properties or not isinstance(properties, dict):
+        return ""
+    parts = [f"{key}: {value}" for key, value in list(properties.items())[:limit] if not isinstance(value, dict | list)]
+    return Truncator(", ".join(parts)).chars(width)
+
+
+class ContactColumnMixin:
+    """A translated, linked "contact" column for models that belong to a contact."""
+
+    @admin.display(description=_("contact"))
+    def contact_column(self, obj) -> str:
+        return admin_link(obj.contact)
+
+
+class PhoneSearchMixin:
+    """Search also finds a phone number typed in any format (``010-1234-5678`` finds ``+821012345678``)."""
+
+    phone_search_field = "phone"
+
+    def get_search_results(self, request, queryset, search_term):
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        term = search_term.strip()
+        if term and any(ch.isdigit() for ch in term):
+            variants = phone_search_variants(term)
+            if variants:
+                results |= queryset.filter(**{f"{self.phone_search_field}__in": variants})
+        return results, may_have_duplicates
+
+
+#: Search fields of rows that belong to a contact: the contact's email, name and external ID (phone: see below).
+CONTACT_SEARCH_FIELDS = ["contact__email", "contact__name", "=contact__external_id"]
+
+
+class ContactRowSearchMixin(PhoneSearchMixin):
+    """For rows that belong to a contact: search also finds the contact's phone number in any format."""
+
+    phone_search_field = "contact__phone"
+
+
+class TitledRelatedFilter(admin.RelatedFieldListFilter):
+    """A related-field filter whose title is given here, for foreign keys without a (translated) verbose name."""
+
+    filter_title: Any = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.filter_title is not None:
+            self.title = self.filter_title
+
+
+class SourceFilter(TitledRelatedFilter):
+    filter_title = _("source")
+
+
+# --- Contacts --------------------------------------------------------------------------------------------------
+
+
+class HasOrdersFilter(admin.SimpleListFilter):
+    title = _("purchases")
+    parameter_name = "ordered"
+
+    def lookups(self, request, model_admin):
+        return [("yes", _("Has ordered")), ("no", _("Never ordered"))]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(order_count__gt=0)
+        if self.value() == "no":
+            return queryset.filter(order_count=0)
+        return queryset
+
+
+class ConsentFilter(admin.SimpleListFilter):
+    """Contacts whose current consent for a purpose is granted."""
+
+    title = _("consented to")
+    parameter_name = "consent"
+
+    def lookups(self, request, model_admin):
+        return ConsentPurpose.choices
+
+    def queryset(self, request, queryset):
+        if self.value() in ConsentPurpose.values:
+            return queryset.consented(self.value())
+        return queryset
+
+
+class ErasedFilter(admin.SimpleListFilter):
+    title = _("status")
+    parameter_name = "erased"
+
+    def lookups(self, request, model_admin):
+        return [("no", _("Active")), ("yes", _("Erased on request"))]
+
+    def queryset(self, request, queryset):
+        if self.value() == "no":
+            return queryset.filter(erased_at__isnull=True)
+        if self.value() == "yes":
+            return queryset.filter(erased_at__isnull=False)
+        return queryset
+
+
+class ContactForm(forms.ModelForm):
+    """The editable profile: phone numbers are stored in E.164, whatever format the marketer types."""
+
+    class Meta:
+        model = Contact
+        fields = ["name", "external_id", "email", "phone", "locale", "time_zone", "tags", "lists"]
+
+    def clean_email(self) -> str:
+        email = (self.cleaned_data.get("email") or "").strip()
+        if email:
+            validate_email(email)
+        return email
+
+    def clean_phone(self) -> str:
+        phone = (self.cleaned_data.get("phone") or "").strip()
+        if not phone:
+            return ""
+        try:
+            return normalize_phone(phone)
+        except InvalidPhoneNumber as exc:
+            raise ValidationError(str(exc)) from exc
+
+    def clean_time_zone(self) -> str:
+        name = (self.cleaned_data.get("time_zone") or "").strip()
+        if name and name not in zoneinfo.available_timezones():
+            raise ValidationError(_("Unknown time zone: use an IANA name such as Asia/Seoul."))
+        return name
+
+
+class ConsentInline(ReadOnlyTabularInline):
+    model = Consent
+    fields = ["purpose", "granted", "changed_at", "source"]
+    readonly_fields = fields
+    show_change_link = False
+    verbose_name = _("consent")
+    verbose_name_plural = _("consent (current)")
+
+
+class CartInline(ReadOnlyTabularInline):
+    model = Cart
+    fields = ["items_table", "cart_value", "updated_at", "checkout_started_at"]
+    readonly_fields = fields
+
+    @admin.display(description=_("items"))
+    def items_table(self, obj: Cart) -> str:
+        return items_table(obj.items)
+
+    @admin.display(description=_("value"))
+    def cart_value(self, obj: Cart) -> str:
+        return money(obj.value, obj.currency)
+
+
+class CouponInline(ReadOnlyTabularInline):
+    model = Coupon
+    fields = ["code", "discount", "issued_at", "expires_at", "redeemed_at"]
+    readonly_fields = fields
+
+    @admin.display(description=_("discount"))
+    def discount(self, obj: Coupon) -> str:
+        return coupon_discount(obj)
+
+
+class OrderInline(ReadOnlyTabularInline):
+    model = Order
+    fields = ["order_id", "order_total", "item_count", "placed_at"]
+    readonly_fields = fields
+
+    @admin.display(description=_("total"))
+    def order_total(self, obj: Order) -> str:
+        return money(obj.total, obj.currency)
+
+    @admin.display(description=_("items"))
+    def item_count(self, obj: Order) -> int:
+        return len(obj.items or [])
+
+
+class DeviceInline(ReadOnlyTabularInline):
+    model = Device
+    fields = ["platform", "short_token", "app_id", "active", "last_seen_at"]
+    readonly_fields = fields
+
+    @admin.display(description=_("push token"))
+    def short_token(self, obj: Device) -> str:
+        return Truncator(obj.token).chars(24)
+
+
+class WishlistInline(ReadOnlyTabularInline):
+    model = WishlistItem
+    fields = ["name", "product_id", "added_at"]
+    readonly_fields = fields
+
+
+@admin.register(Contact)
+class ContactAdmin(PhoneSearchMixin, LoopModelAdmin):
+    form = ContactForm
+    list_display = [
+        "display_name",
+        "email",
+        "phone_column",
+        "external_id",
+        "order_count",
+        "revenue",
+        "last_seen_at",
+    ]
+    list_display_links = ["display_name"]
+    # Every column is on the contact row itself: no related object to select, no query per row.
+    list_select_related = False
+    search_fields = ["name", "email", "phone", "external_id"]
+    search_help_text = _("Name, email, phone number (in any format) or external ID.")
+    list_filter = [
+        ConsentFilter,
+        HasOrdersFilter,
+        "last_seen_at",
+        "last_order_at",
+        "tags",
+        "lists",
+        ErasedFilter,
+    ]
+    autocomplete_fields = ["tags", "lists"]
+    inlines = [ConsentInline, CartInline, CouponInline, OrderInline, DeviceInline, WishlistInline]
+    profile_fields = [("name", "external_id"), ("email", "phone"), ("locale", "time_zone"), "tags", "lists"]
+    fieldsets = [
+        (_("Profile"), {"fields": profile_fields}),
+        (
+            _("Attributes"),
+            {
+                "fields": ["attributes_table"],
+                "description": _("Free-form properties sent by the shop (traits of identify calls) or imported."),
+            },
+        ),
+        (
+            _("Order history"),
+            {
+                "fields": [("order_count", "revenue"), ("first_order_at", "last_order_at")],
+                "description": _("Kept up to date from the shop's orders; used by segments."),
+            },
+        ),
+        (
+            _("Activity"),
+            {"fields": [("first_seen_at", "last_seen_at"), ("created_at", "updated_at"), "erased_at"]},
+        ),
+    ]
+    readonly_fields = [
+        "attributes_table",
+        "order_count",
+        "revenue",
+        "first_order_at",
+        "last_order_at",
+        "first_seen_at",
+        "last_seen_at",
+        "created_at",
+        "updated_at",
+        "erased_at",
+    ]
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            return [(_("Profile"), {"fields": self.profile_fields})]
+        return self.fieldsets
+
+    def get_readonly_fields(self, request, obj=None):
+        # The external ID is the shop's key for this contact: set once, never retyped by hand.
+        if obj is not None and obj.external_id:
+            return [*self.readonly_fields, "external_id"]
+        return self.readonly_fields
+
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else []
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Contacts are erased through crm.services.contact_erase (which keeps reports consistent), never deleted
+        # here: a delete would also cascade to every event of the contact.
+        return False
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None and obj.pk:
+            events = list(Event.objects.filter(contact=obj).select_related("source").timeline()[:RECENT_EVENTS])
+            for event in events:
+                event.summary = properties_summary(event.properties)
+            context["recent_events"] = events
+            context["recent_events_limit"] = RECENT_EVENTS
+            context["all_events_link"] = changelist_link(
+                Event, _("All events of this contact"), contact__id__exact=obj.pk
+            )
+            context["consent_history_link"] = changelist_link(
+                ConsentChange, _("Consent history"), contact__id__exact=obj.pk
+            )
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
+
+    @admin.display(description=_("name"), ordering="name")
+    def display_name(self, obj: Contact) -> str:
+        return obj.name or _("(no name)")
+
+    @admin.display(description=_("phone"), ordering="phone")
+    def phone_column(self, obj: Contact) -> str:
+        return phone_display(obj.phone)
+
+    @admin.display(description=_("revenue"), ordering="total_revenue")
+    def revenue(self, obj: Contact) -> str:
+        return money(obj.total_revenue)
+
+    @admin.display(description=_("attributes"))
+    def attributes_table(self, obj: Contact) -> str:
+        if not obj.attributes:
+            return "-"
+        rows = format_html_join(
+            "",
+            "<tr><th>{}</th><td>{}</td></tr>",
+            (
+                (key, json_block(value) if isinstance(value, dict | list) else value)
+                for key, value in obj.attributes.items()
+            ),
+        )
+        return format_html('<table class="loop-attributes"><tbody>{}</tbody></table>', rows)
+
+
+# --- Events ----------------------------------------------------------------------------------------------------
+
+
+@admin.register(Event)
+class EventAdmin(ContactColumnMixin, ReadOnlyModelAdmin):
+    """Events are the biggest table: exact-match search on indexed columns, sorting by time only, capped count."""
+
+    list_display = ["occurred_at", "name", "type", "contact_column", "source_column", "summary"]
+    list_select_related = ["contact", "source"]
+    list_filter = ["type", ("source", SourceFilter), "occurred_at"]
+    search_fields = ["name", "message_id"]
+    search_help_text = _("The exact event name (e.g. Order Completed) or message ID.")
+    sortable_by = ["occurred_at"]
+    raw_id_fields = ["contact", "source"]
+    fields = [
+        "occurred_at",
+        "received_at",
+        "name",
+        "type",
+        "contact_column",
+        "source_column",
+        "message_id",
+        "properties_block",
+        "context_block",
+    ]
+    readonly_fields = fields
+
+    def get_search_results(self, request, queryset, search_term):
+        # Whole-term exact matches only: the (name, occurred_at) index and the (source, message_id) unique index
+        # answer them; a substring search would read every event.
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        return queryset.filter(Q(name=term) | Q(message_id=term)), False
+
+    @admin.display(description=_("source"))
+    def source_column(self, obj: Event) -> str:
+        return str(obj.source)
+
+    @admin.display(description=_("properties"))
+    def summary(self, obj: Event) -> str:
+        return properties_summary(obj.properties)
+
+    @admin.display(description=_("properties"))
+    def properties_block(self, obj: Event) -> str:
+        return json_block(obj.properties)
+
+    @admin.display(description=_("context"))
+    def context_block(self, obj: Event) -> str:
+        return json_block(obj.context)
+
+
+# --- Curation: tags and static lists ---------------------------------------------------------------------------
+
+
+@admin.register(Tag)
+class TagAdmin(LoopModelAdmin):
+    list_display = ["name", "contacts_link"]
+    search_fields = ["name"]
+
+    @admin.display(description=_("contacts"))
+    def contacts_link(self, obj: Tag) -> str:
+        return changelist_link(Contact, _("Show contacts"), tags__id__exact=obj.pk)
+
+
+@admin.register(ContactList)
+class ContactListAdmin(LoopModelAdmin):
+    list_display = ["name", "description_short", "created_at", "contacts_link"]
+    search_fields = ["name", "description"]
+    list_filter = ["created_at"]
+    fields = ["name", "description", "created_at"]
+    readonly_fields = ["created_at"]
+
+    @admin.display(description=_("description"))
+    def description_short(self, obj: ContactList) -> str:
+        return Truncator(obj.description).chars(80)
+
+    @admin.display(description=_("contacts"))
+    def contacts_link(self, obj: ContactList) -> str:
+        return changelist_link(Contact, _("Show contacts"), lists__id__exact=obj.pk)
+
+
+# --- Commerce state (derived from events by crm.services.commerce: read-only) ------------------------------------
+
+
+def coupon_discount(coupon: Coupon) -> str:
+    if coupon.discount_percent is not None:
+        return f"{coupon.discount_percent.normalize():f}%"
+    return money(coupon.discount_amount)
+
+
+class CouponStatusFilter(admin.SimpleListFilter):
+    title = _("status")
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return [("usable", _("Usable")), ("redeemed", _("Redeemed")), ("expired", _("Expired unused"))]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        unexpired = Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+        if self.value() == "usable":
+            return queryset.filter(unexpired, redeemed_at__isnull=True)
+        if self.value() == "redeemed":
+            return queryset.filter(redeemed_at__isnull=False)
+        if self.value() == "expired":
+            return queryset.filter(redeemed_at__isnull=True, expires_at__lte=now)
+        return queryset
+
+
+@admin.register(Coupon)
+class CouponAdmin(ContactRowSearchMixin, ContactColumnMixin, ReadOnlyModelAdmin):
+    list_display = ["code", "contact_column", "discount", "issued_at", "expires_at", "redeemed_at"]
+    list_select_related = ["contact"]
+    list_filter = [CouponStatusFilter, "issued_at", "expires_at"]
+    search_fields = ["code", *CONTACT_SEARCH_FIELDS]
+    search_help_text = _("Coupon code, or the contact's email, name, phone or external ID.")
+    fields = ["code", "contact_column", "discount", "issued_at", "expires_at", "redeemed_at"]
+    readonly_fields = fields
+
+    @admin.display(description=_("discount"))
+    def discount(self, obj: Coupon) -> str:
+        return coupon_discount(obj)
+
+
+@admin.register(Order)
+class OrderAdmin(ContactRowSearchMixin, ContactColumnMixin, ReadOnlyModelAdmin):
+    list_display = ["order_id", "contact_column", "order_total", "item_count", "placed_at"]
+    list_select_related = ["contact"]
+    list_filter = ["placed_at"]
+    search_fields = ["=order_id", *CONTACT_SEARCH_FIELDS]
+    search_help_text = _("Order ID, or the contact's email, name, phone or external ID.")
+    fields = ["order_id", "contact_column", "order_total", "placed_at", "items_table"]
+    readonly_fields = fields
+
+    @admin.display(description=_("total"), ordering="total")
+    def order_total(self, obj: Order) -> str:
+        return money(obj.total, obj.currency)
+
+    @admin.display(description=_("items"))
+    def item_count(self, obj: Order) -> int:
+        return len(obj.items or [])
+
+    @admin.display(description=_("items"))
+    def items_table(self, obj: Order) -> str:
+        return items_table(obj.items)
+
+
+class CheckoutFilter(admin.SimpleListFilter):
+    title = _("checkout")
+    parameter_name = "checkout"
+
+    def lookups(self, request, model_admin):
+        return [("started", _("Checkout started")), ("browsing", _("No checkout yet"))]
+
+    def queryset(self, request, queryset):
+        if self.value() == "started":
+            return queryset.filter(checkout_started_at__isnull=False)
+        if self.value() == "browsing":
+            return queryset.filter(checkout_started_at__isnull=True)
+        return queryset
+
+
+@admin.register(Cart)
+class CartAdmin(ContactRowSearchMixin, ContactColumnMixin, ReadOnlyModelAdmin):
+    list_display = ["contact_column", "item_count", "cart_value", "updated_at", "checkout_started_at"]
+    list_display_links = ["item_count"]
+    list_select_related = ["contact"]
+    list_filter = [CheckoutFilter, "updated_at"]
+    ordering = ["-updated_at"]
+    search_fields = CONTACT_SEARCH_FIELDS
+    search_help_text = _("The contact's email, name, phone or external ID.")
+    fields = ["contact_column", "items_table", "cart_value", "updated_at", "checkout_started_at"]
+    readonly_fields = fields
+
+    @admin.display(description=_("items"))
+    def item_count(self, obj: Cart) -> int:
+        return len(obj.items or [])
+
+    @admin.display(description=_("value"), ordering="value")
+    def cart_value(self, obj: Cart) -> str:
+        return money(obj.value, obj.currency)
+
+    @admin.display(description=_("items"))
+    def items_table(self, obj: Cart) -> str:
+        return items_table(obj.items)
+
+
+@admin.register(WishlistItem)
+class WishlistItemAdmin(ContactRowSearchMixin, ContactColumnMixin, ReadOnlyModelAdmin):
+    list_display = ["product", "product_id", "contact_column", "added_at"]
+    list_select_related = ["contact"]
+    list_filter = ["added_at"]
+    search_fields = ["=product_id", "name", *CONTACT_SEARCH_FIELDS]
+    search_help_text = _("Product ID or name, or the contact's email, name, phone or external ID.")
+    fields = ["product", "product_id", "contact_column", "added_at", "properties_block"]
+    readonly_fields = fields
+
+    @admin.display(description=_("product name"), ordering="name")
+    def product(self, obj: WishlistItem) -> str:
+        return obj.name or obj.product_id
+
+    @admin.display(description=_("properties"))
+    def properties_block(self, obj: WishlistItem) -> str:
+        return json_block(obj.properties)
+
+
+# --- Devices and consent history -------------------------------------------------------------------------------
+
+
+@admin.register(Device)
+class DeviceAdmin(ContactRowSearchMixin, ContactColumnMixin, LoopModelAdmin):
+    """Devices come from the apps; an operator may only switch a push token off (or on again)."""
+
+    list_display = ["short_token", "platform", "app_id", "contact_column", "active", "last_seen_at"]
+    list_select_related = ["contact"]
+    list_filter = ["platform", "active", "last_seen_at"]
+    search_fields = ["=token", "app_id", *CONTACT_SEARCH_FIELDS]
+    search_help_text = _("The whole push token, app, or the contact's email, name, phone or external ID.")
+    fields = [
+        "contact_column",
+        "platform",
+        "app_id",
+        "token",
+        "active",
+        "deactivated_reason",
+        "created_at",
+        "last_seen_at",
+    ]
+    readonly_fields = ["contact_column", "platform", "app_id", "token", "created_at", "last_seen_at"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description=_("push token"))
+    def short_token(self, obj: Device) -> str:
+        return Truncator(obj.token).chars(24)
+
+
+@admin.register(ConsentChange)
+class ConsentChangeAdmin(ContactRowSearchMixin, ContactColumnMixin, ReadOnlyModelAdmin):
+    """The append-only history of consent: nobody adds, changes or deletes a row of it here."""
+
+    list_display = ["changed_at", "contact_column", "purpose", "granted", "source", "recorded_at"]
+    list_select_related = ["contact"]
+    list_filter = ["purpose", "granted", "changed_at"]
+    search_fields = ["source", *CONTACT_SEARCH_FIELDS]
+    search_help_text = _("Where the consent came from, or the contact's email, name, phone or external ID.")
+    fields = ["contact_column", "purpose", "granted", "changed_at", "source", "recorded_at"]
+    readonly_fields = fields
+
+
+# --- Settings: sources, API keys, operations -------------------------------------------------------------------
+
+
+@admin.register(Source)
+class SourceAdmin(LoopModelAdmin):
+    list_display = ["name", "kind", "created_at", "api_keys_link"]
+    list_filter = ["kind"]
+    search_fields = ["name"]
+    fields = ["name", "kind", "created_at"]
+    readonly_fields = ["created_at"]
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # A source's events and API keys protect it; the delete page would list every one of its events.
+        return False
+
+    @admin.display(description=_("API keys"))
+    def api_keys_link(self, obj: Source) -> str:
+        return changelist_link(ApiKey, _("Show API keys"), source__id__exact=obj.pk)
+
+
+class ApiKeyStatusFilter(admin.SimpleListFilter):
+    title = _("status")
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return [("active", _("Active")), ("revoked", _("Revoked"))]
+
+    def queryset(self, request, queryset):
+        if self.value() == "active":
+            return queryset.filter(revoked_at__isnull=True)
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        return queryset
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(ReadOnlyModelAdmin):
+    """API keys are created (and shown once) by ``manage.py create_api_key``; only their hash is stored, never shown."""
+
+    list_display = ["name", "source", "prefix_display", "scopes_display", "created_at", "last_used_at", "status"]
+    list_select_related = ["source"]
+    list_filter = [ApiKeyStatusFilter, "source"]
+    search_fields = ["name", "=prefix"]
+    fields = [
+        "name",
+        "source",
+        "prefix_display",
+        "scopes_display",
+        "created_at",
+        "created_by_display",
+        "last_used_at",
+        "revoked_at",
+    ]
+    readonly_fields = fields
+    exclude = ["key_hash"]
+
+    @admin.display(description=_("prefix"), ordering="prefix")
+    def prefix_display(self, obj: ApiKey) -> str:
+        return f"{obj.prefix}…"
+
+    @admin.display(description=_("scopes"))
+    def scopes_display(self, obj: ApiKey) -> str:
+        labels = dict(ApiKey.Scope.choices)
+        return ", ".join(str(labels.get(scope, scope)) for scope in obj.scopes) or "-"
+
+    @admin.display(description=_("created by"))
+    def created_by_display(self, obj: ApiKey) -> str:
+        return str(obj.created_by) if obj.created_by else "-"
+
+    @admin.display(description=_("status"))
+    def status(self, obj: ApiKey) -> str:
+        return _("Active") if obj.is_active else _("Revoked")
+
+
+@admin.register(RejectedMessage)
+class RejectedMessageAdmin(ReadOnlyModelAdmin):
+    """Tracking messages the API refused, kept so that an integration can be fixed."""
+
+    list_display = ["received_at", "source_column", "endpoint", "index", "errors_summary"]
+    list_select_related = ["source"]
+    list_filter = ["endpoint", ("source", SourceFilter), "received_at"]
+    search_fields = ["=endpoint"]
+    fields = ["received_at", "source_column", "endpoint", "index", "errors_block", "payload_block"]
+    readonly_fields = fields
+
+    @admin.display(description=_("source"))
+    def source_column(self, obj: RejectedMessage) -> str:
+        return str(obj.source)
+
+    @admin.display(description=_("errors"))
+    def errors_summary(self, obj: RejectedMessage) -> str:
+        return Truncator(str(obj.errors)).chars(100)
+
+    @admin.display(description=_("errors"))
+    def errors_block(self, obj: RejectedMessage) -> str:
+        return json_block(obj.errors)
+
+    @admin.display(description=_("payload"))
+    def payload_block(self, obj: RejectedMessage) -> str:
+        return json_block(obj.payload)
+
+
+@admin.register(Heartbeat)
+class HeartbeatAdmin(ReadOnlyModelAdmin):
+    """When each periodic "alive" task last ran (beat → worker → database); /healthz reads the same rows."""
+
+    list_display = ["heartbeat_name", "beat_at_display", "beat_count"]
+    ordering = ["name"]
+    fields = ["heartbeat_name", "beat_at_display", "beat_count"]
+    readonly_fields = fields
+
+    @admin.display(description=_("name"), ordering="name")
+    def heartbeat_name(self, obj: Heartbeat) -> str:
+        return obj.name
+
+    @admin.display(description=_("last beat"), ordering="beat_at")
+    def beat_at_display(self, obj: Heartbeat):
+        return obj.beat_at
+
+    @admin.display(description=_("beats"))
+    def beat_count(self, obj: Heartbeat) -> str:
+        return intcomma(obj.count)
