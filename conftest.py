@@ -153,3 +153,19 @@ def postgresql(request: pytest.FixtureRequest) -> None:
             "DATABASE_URL=postgres://postgres@127.0.0.1:5432/loop (as `bash .ci/run` does)",
             pytrace=False,
         )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _test_process_settings():
+    """Per test process: a fast password hasher (the admin tests log in hundreds of times) and a private in-memory
+    cache, so parallel test processes never share throttling counters. The real shared caches (file, Redis) are
+    exercised by the tests that ask for them explicitly."""
+    from django.test import override_settings
+
+    with override_settings(
+        PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"],
+        CACHES={
+            "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": f"tests-{os.getpid()}"}
+        },
+    ):
+        yield

@@ -319,3 +319,25 @@ def test_openapi_schema_and_offline_docs(client):
     docs = client.get("/api/docs/")
     assert docs.status_code == 200
     assert b"cdn" not in docs.content.lower()
+
+
+@pytest.mark.integration
+def test_rate_limit_counts_in_redis_across_processes(write_key, redis_url):
+    """With Redis as the shared cache (production), the per-key counter is atomic and shared by every web process."""
+    redis_cache = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_url}}
+    with override_settings(CACHES=redis_cache, LOOP_API_RATE_LIMIT="3/min"):
+        cache.clear()
+        codes = [post("/api/v1/track", {**TRACK, "messageId": str(i)}, write_key).status_code for i in range(4)]
+        cache.clear()
+    assert codes == [200, 200, 200, 429]
+
+
+def test_errors_are_in_korean_by_default_and_english_on_request(write_key):
+    korean = APIClient().post(
+        "/api/v1/track", data="{", content_type="application/json", HTTP_AUTHORIZATION=basic(write_key)
+    )
+    assert korean.status_code == 400
+    assert "JSON" in korean.json()["message"]
+    assert korean.json()["message"].startswith("본문이 올바른 JSON이 아닙니다")
+    english = post("/api/v1/track", None, write_key, raw=b"{")
+    assert english.json()["message"].startswith("The body is not valid JSON")
