@@ -17,11 +17,12 @@ from urllib.parse import urlencode
 
 import phonenumbers
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.humanize.templatetags.humanize import intcomma
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import validate_email
 from django.db.models import Q
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
@@ -48,6 +49,7 @@ from crm.models import (
     WishlistItem,
 )
 from crm.phones import DEFAULT_REGION, InvalidPhoneNumber, normalize_phone, phone_search_variants
+from crm.services.apikeys import api_key_create, api_key_revoke
 
 #: How many of a contact's events its page shows (newest first); the rest are one link away.
 RECENT_EVENTS = 20
@@ -743,9 +745,22 @@ class ApiKeyStatusFilter(admin.SimpleListFilter):
         return queryset
 
 
+class ApiKeyCreateForm(forms.Form):
+    name = forms.CharField(label=_("name"), max_length=100, help_text=_("What uses the key, e.g. 'shop backend'."))
+    source = forms.ModelChoiceField(
+        label=_("source"), queryset=Source.objects.all(), help_text=_("Events sent with the key are stored under it.")
+    )
+    scopes = forms.MultipleChoiceField(
+        label=_("scopes"),
+        choices=ApiKey.Scope.choices,
+        initial=[ApiKey.Scope.WRITE_EVENTS],
+        widget=forms.CheckboxSelectMultiple,
+    )
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(ReadOnlyModelAdmin):
-    """API keys are created (and shown once) by ``manage.py create_api_key``; only their hash is stored, never shown."""
+    """API keys: created here (or by ``manage.py create_api_key``) and shown exactly once; only a hash is stored."""
 
     list_display = ["name", "source", "prefix_display", "scopes_display", "created_at", "last_used_at", "status"]
     list_select_related = ["source"]
@@ -763,6 +778,48 @@ class ApiKeyAdmin(ReadOnlyModelAdmin):
     ]
     readonly_fields = fields
     exclude = ["key_hash"]
+    actions = ["revoke_keys"]
+
+    def has_add_permission(self, request) -> bool:
+        return request.user.has_perm("crm.add_apikey")
+
+    def add_view(self, request, form_url="", extra_context=None):
+        """Create a key through the service and show its secret on this one response; it is never stored."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = ApiKeyCreateForm(request.POST or None)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": _("Add API key"),
+            "form": form,
+            "raw_key": None,
+        }
+        if request.method == "POST" and form.is_valid():
+            key, raw_key = api_key_create(
+                source=form.cleaned_data["source"],
+                name=form.cleaned_data["name"],
+                scopes=form.cleaned_data["scopes"],
+                created_by=request.user,
+            )
+            self.log_addition(request, key, [{"added": {}}])
+            context.update(raw_key=raw_key, key=key, title=_("API key created"))
+        response = TemplateResponse(request, "admin/crm/apikey/add.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @admin.action(description=_("Revoke the selected API keys"), permissions=["change"])
+    def revoke_keys(self, request, queryset):
+        revoked = 0
+        for key in queryset.filter(revoked_at__isnull=True):
+            api_key_revoke(key=key)
+            self.log_change(request, key, [{"changed": {"fields": ["revoked_at"]}}])
+            revoked += 1
+        self.message_user(request, _("%(n)d API key(s) revoked.") % {"n": revoked}, messages.SUCCESS)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        # Only the revoke action changes a key; there is no edit form.
+        return obj is None and request.user.has_perm("crm.change_apikey")
 
     @admin.display(description=_("prefix"), ordering="prefix")
     def prefix_display(self, obj: ApiKey) -> str:
