@@ -1,4 +1,9 @@
-"""JSON request parsing with size limits and gzip bodies (RudderStack's SDK gzips by default)."""
+"""JSON request parsing with size limits and gzip bodies (RudderStack's SDK gzips by default).
+
+The JSON must be strict (RFC 8259: no ``NaN`` or ``Infinity``) and nested at most as deep as Python's parser allows.
+A NUL character (``\\u0000``) in a string or key is replaced by U+FFFD: PostgreSQL can store it neither in text nor
+in ``jsonb``, and refusing the whole batch for it would lose the other messages.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,32 @@ READ_CHUNK = 64 * 1024
 
 class TooLarge(ParseError):
     default_code = "too_large"
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _without_nul(value):
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
+def parse_json(body: bytes):
+    """Strict JSON from ``body``, with NUL characters replaced; ParseError when it is not valid JSON."""
+    try:
+        data = json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ParseError(_("The body is not valid JSON: %(error)s") % {"error": str(exc)[:200]}) from None
+    except RecursionError:
+        raise ParseError(_("The body is not valid JSON: it is nested too deeply.")) from None
+    # A NUL can only be written as the escape \u0000 (JSON forbids raw control characters in strings).
+    return _without_nul(data) if b"\\u0000" in body else data
 
 
 def read_limited(stream, limit: int, encoding: str) -> bytes:
@@ -55,10 +86,7 @@ class TrackingJSONParser(parsers.JSONParser):
         body = read_limited(stream, limit, encoding)
         if not body:
             raise ParseError(_("The body is empty; a JSON object was expected."))
-        try:
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ParseError(_("The body is not valid JSON: %(error)s") % {"error": str(exc)[:200]}) from None
+        return parse_json(body)
 
 
 class TrackingTextParser(TrackingJSONParser):

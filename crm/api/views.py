@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from django.db.models import Prefetch
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext as _
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -25,6 +29,7 @@ from crm.api.serializers import (
     GroupMessageSerializer,
     IdentifyMessageSerializer,
     NativeEventSerializer,
+    NativeEventsSerializer,
     OrderSerializer,
     PageMessageSerializer,
     TrackingResponseSerializer,
@@ -34,7 +39,7 @@ from crm.api.throttling import ApiKeyThrottle
 from crm.ingest.messages import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES
 from crm.models import ApiKey, Cart, Consent, Contact
 from crm.services.contacts import contact_erase, contact_upsert
-from crm.services.tracking import PayloadError, tracking_ingest
+from crm.services.tracking import MAX_BATCH_MESSAGES, PayloadError, tracking_ingest
 
 ERRORS = {
     400: OpenApiResponse(ErrorSerializer, description="Invalid body; errors by field or by message index."),
@@ -42,6 +47,17 @@ ERRORS = {
     403: OpenApiResponse(ErrorSerializer, description="The key lacks the scope."),
     429: OpenApiResponse(ErrorSerializer, description="Rate limited; retry after the Retry-After seconds."),
 }
+CONTACT_ERRORS = {**ERRORS, 404: OpenApiResponse(ErrorSerializer, description="No contact has this external id.")}
+
+
+class BodyRequiredAutoSchema(AutoSchema):
+    """The request body is required even when no single field of it is (a message needs userId *or* anonymousId)."""
+
+    def _get_request_body(self, direction="request"):
+        body = super()._get_request_body(direction)
+        if body is not None:
+            body["required"] = True
+        return body
 
 
 class ApiKeyView(APIView):
@@ -53,6 +69,7 @@ class ApiKeyView(APIView):
 class TrackingView(ApiKeyView):
     """Base of the Segment HTTP Tracking API endpoints."""
 
+    schema = BodyRequiredAutoSchema()
     required_scope = ApiKey.Scope.WRITE_EVENTS
     parser_classes = [TrackingJSONParser, TrackingTextParser]
     message_type: str | None = None
@@ -116,12 +133,13 @@ class GroupView(TrackingView):
 
 
 @extend_schema(
-    request=NativeEventSerializer(many=True),
+    request=NativeEventsSerializer,
     responses={200: TrackingResponseSerializer, **ERRORS},
     summary="Record one event or a list of events in the native format.",
     tags=["events"],
 )
 class EventsView(ApiKeyView):
+    schema = BodyRequiredAutoSchema()
     required_scope = ApiKey.Scope.WRITE_EVENTS
     parser_classes = [TrackingJSONParser]
     max_body_bytes = MAX_BATCH_BYTES
@@ -129,6 +147,10 @@ class EventsView(ApiKeyView):
     def post(self, request):
         data = request.data
         items = data if isinstance(data, list) else [data]
+        if not items or len(items) > MAX_BATCH_MESSAGES:
+            return error_response(
+                message=_("Send one event or a list of 1 to %(n)d events.") % {"n": MAX_BATCH_MESSAGES}
+            )
         serializer = NativeEventSerializer(data=items, many=True)
         if not serializer.is_valid():
             found = serializer.errors
@@ -158,10 +180,21 @@ class EventsView(ApiKeyView):
 
 
 class ContactCursorPagination(CursorPagination):
+    """A page size that is not a positive integer is answered 400 (DRF would silently use the default size). A
+    cursor this API did not hand out is answered 404, as DRF does."""
+
     ordering = "-id"
     page_size = 100
     max_page_size = 1000
     page_size_query_param = "page_size"
+
+    def get_page_size(self, request):
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
+            raise ValidationError({self.page_size_query_param: [_("Must be a positive integer.")]})
+        return min(int(raw), self.max_page_size)
 
 
 def _contacts():
@@ -170,14 +203,28 @@ def _contacts():
     )
 
 
+def _not_erased_contact(queryset, external_id: str) -> Contact:
+    # No stored external id contains NUL (PostgreSQL cannot even compare with one): such a path names no contact.
+    if "\x00" in external_id:
+        raise Http404
+    return get_object_or_404(queryset, external_id=external_id)
+
+
 @extend_schema(
     tags=["contacts"],
     parameters=[
         OpenApiParameter("email", str, description="Exact email."),
         OpenApiParameter("phone", str, description="Phone in any format (normalized to E.164)."),
-        OpenApiParameter("updated_since", str, description="ISO 8601; contacts changed since then."),
+        OpenApiParameter("updated_since", OpenApiTypes.DATETIME, description="ISO 8601; contacts changed since then."),
+        OpenApiParameter(
+            "page_size", {"type": "integer", "minimum": 1}, description="Contacts per page (at most 1000; 100)."
+        ),
     ],
-    responses={200: ContactSerializer(many=True), **ERRORS},
+    responses={
+        200: ContactSerializer(many=True),
+        **ERRORS,
+        404: OpenApiResponse(ErrorSerializer, description="The cursor is not one this API handed out."),
+    },
 )
 class ContactListView(ApiKeyView, generics.ListAPIView):
     required_scope = ApiKey.Scope.READ_CONTACTS
@@ -187,19 +234,26 @@ class ContactListView(ApiKeyView, generics.ListAPIView):
     def get_queryset(self):
         from crm.selectors import contact_filter
 
-        return contact_filter(queryset=_contacts(), params=self.request.query_params)
+        params = self.request.query_params
+        if "updated_since" in params and not params["updated_since"].strip():
+            raise ValidationError({"updated_since": [_("Must be an ISO 8601 date and time.")]})
+        if any("\x00" in value for _name, values in params.lists() for value in values):
+            # No stored email or id contains NUL (PostgreSQL cannot even compare with one): nothing matches.
+            return _contacts().none()
+        return contact_filter(queryset=_contacts(), params=params)
 
 
 class ContactDetailView(ApiKeyView):
+    parser_classes = [TrackingJSONParser]
     required_scopes = {
         "GET": ApiKey.Scope.READ_CONTACTS,
         "PUT": ApiKey.Scope.WRITE_EVENTS,
         "DELETE": ApiKey.Scope.WRITE_EVENTS,
     }
 
-    @extend_schema(tags=["contacts"], responses={200: ContactSerializer, **ERRORS})
+    @extend_schema(tags=["contacts"], responses={200: ContactSerializer, **CONTACT_ERRORS})
     def get(self, request, external_id: str):
-        contact = get_object_or_404(_contacts(), external_id=external_id)
+        contact = _not_erased_contact(_contacts(), external_id)
         return Response(ContactSerializer(contact).data)
 
     @extend_schema(
@@ -211,6 +265,8 @@ class ContactDetailView(ApiKeyView):
     def put(self, request, external_id: str):
         if len(external_id) > 255:
             return error_response(message=_("The external id is longer than 255 characters."))
+        if "\x00" in external_id:
+            return error_response(message=_("The external id may not contain NUL characters."))
         serializer = ContactWriteSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         values = dict(serializer.validated_data)
@@ -223,11 +279,11 @@ class ContactDetailView(ApiKeyView):
 
     @extend_schema(
         tags=["contacts"],
-        responses={204: None, **ERRORS},
+        responses={204: None, **CONTACT_ERRORS},
         summary="Erase the contact's personal data (right to erasure).",
     )
     def delete(self, request, external_id: str):
-        contact = get_object_or_404(Contact.objects.not_erased(), external_id=external_id)
+        contact = _not_erased_contact(Contact.objects.not_erased(), external_id)
         contact_erase(contact=contact, actor=f"api:{request.auth.source.name}")
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -235,9 +291,9 @@ class ContactDetailView(ApiKeyView):
 class ContactCartView(ApiKeyView):
     required_scope = ApiKey.Scope.READ_CONTACTS
 
-    @extend_schema(tags=["contacts"], responses={200: CartSerializer, **ERRORS})
+    @extend_schema(tags=["contacts"], responses={200: CartSerializer, **CONTACT_ERRORS})
     def get(self, request, external_id: str):
-        contact = get_object_or_404(Contact.objects.not_erased(), external_id=external_id)
+        contact = _not_erased_contact(Contact.objects.not_erased(), external_id)
         cart = Cart.objects.filter(contact=contact).first()
         if cart is None:
             return Response(
@@ -251,22 +307,22 @@ class ContactCouponsView(ApiKeyView, generics.ListAPIView):
     serializer_class = CouponSerializer
     pagination_class = None
 
-    @extend_schema(tags=["contacts"], responses={200: CouponSerializer(many=True), **ERRORS})
+    @extend_schema(tags=["contacts"], responses={200: CouponSerializer(many=True), **CONTACT_ERRORS})
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        contact = get_object_or_404(Contact.objects.not_erased(), external_id=self.kwargs["external_id"])
+        contact = _not_erased_contact(Contact.objects.not_erased(), self.kwargs["external_id"])
         return contact.coupons.order_by("-issued_at")[:500]
 
 
 class ContactOrdersView(ContactCouponsView):
     serializer_class = OrderSerializer
 
-    @extend_schema(tags=["contacts"], responses={200: OrderSerializer(many=True), **ERRORS})
+    @extend_schema(tags=["contacts"], responses={200: OrderSerializer(many=True), **CONTACT_ERRORS})
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        contact = get_object_or_404(Contact.objects.not_erased(), external_id=self.kwargs["external_id"])
+        contact = _not_erased_contact(Contact.objects.not_erased(), self.kwargs["external_id"])
         return contact.orders.order_by("-placed_at")[:500]

@@ -117,10 +117,15 @@ class Message:
 
 
 def parse_timestamp(value: Any) -> datetime:
+    """An ISO 8601 date and time as an aware datetime in UTC; ValueError when it is not one or is out of range
+    (e.g. ``9999-12-31T23:00:00-05:00``, which is year 10000 in UTC and could not be stored)."""
     if not isinstance(value, str) or not value:
         raise ValueError
     parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except OverflowError:
+        raise ValueError(value) from None
 
 
 def _identifier(raw: dict, key: str, errors: dict[str, list[str]]) -> str | None:
@@ -130,11 +135,11 @@ def _identifier(raw: dict, key: str, errors: dict[str, list[str]]) -> str | None
     if isinstance(value, bool) or not isinstance(value, str | int):
         errors.setdefault(key, []).append(_("Must be a string."))
         return None
-    text = str(value).strip()
+    text = str(value)
     if len(text) > MAX_ID_LENGTH:
         errors.setdefault(key, []).append(_("At most %(n)d characters.") % {"n": MAX_ID_LENGTH})
         return None
-    return text or None
+    return text.strip() or None
 
 
 def _object(raw: dict, key: str, errors: dict[str, list[str]]) -> dict:
@@ -240,8 +245,9 @@ def parse_message(
         )
 
     kind = raw.get("type", default_type) if default_type is None else default_type
-    if kind not in MESSAGE_TYPES:
+    if not isinstance(kind, str) or kind not in MESSAGE_TYPES:
         errors.setdefault("type", []).append(_("Must be one of %(types)s.") % {"types": ", ".join(MESSAGE_TYPES)})
+        kind = None
 
     user_id = _identifier(raw, "userId", errors)
     anonymous_id = _identifier(raw, "anonymousId", errors)
@@ -264,7 +270,7 @@ def parse_message(
         if not isinstance(event, str) or not event.strip():
             errors.setdefault("event", []).append(_("A track call needs the event name."))
             name = ""
-        elif len(event.strip()) > MAX_NAME_LENGTH:
+        elif len(event) > MAX_NAME_LENGTH:
             errors.setdefault("event", []).append(_("At most %(n)d characters.") % {"n": MAX_NAME_LENGTH})
             name = ""
         else:
@@ -284,28 +290,40 @@ def parse_message(
         context["integrations"] = {**(batch_integrations or {}), **integrations}
     if kind in ("page", "screen"):
         category = raw.get("category")
+        if category is not None and not isinstance(category, str):
+            errors.setdefault("category", []).append(_("Must be a string."))
         properties = {**properties, **({"name": name} if raw.get("name") else {})}
         if isinstance(category, str) and category:
             properties.setdefault("category", category)
+    context_traits = context.get("traits") if isinstance(context.get("traits"), dict) else {}
     if kind == "group":
         properties = {"groupId": group_id, "traits": traits}
     elif kind == "identify":
+        # RudderStack's SDKs send identify traits in context.traits only; Segment's in traits. Both count.
+        traits = {**context_traits, **traits}
         properties = traits
 
+    # Every time the sender gave must be valid, also the ones the rule below does not use.
+    times: dict[str, datetime] = {}
+    for key in ("timestamp", "originalTimestamp", "sentAt"):
+        if raw.get(key) not in (None, ""):
+            try:
+                times[key] = parse_timestamp(raw[key])
+            except (ValueError, TypeError):
+                errors.setdefault(key, []).append(
+                    _("Must be an ISO 8601 date and time, e.g. 2026-11-24T20:00:00+09:00.")
+                )
     occurred_at = received_at
     try:
-        if raw.get("timestamp") not in (None, ""):
-            occurred_at = parse_timestamp(raw["timestamp"])
-        elif raw.get("originalTimestamp") not in (None, ""):
-            original = parse_timestamp(raw["originalTimestamp"])
-            sent_at = parse_timestamp(raw["sentAt"]) if raw.get("sentAt") else batch_sent_at
+        if "timestamp" in times:
+            occurred_at = times["timestamp"]
+        elif "originalTimestamp" in times:
+            sent_at = times.get("sentAt", batch_sent_at)
+            original = times["originalTimestamp"]
             occurred_at = received_at - (sent_at - original) if sent_at else original
-    except (ValueError, TypeError, OverflowError):
-        errors.setdefault("timestamp", []).append(
-            _("Must be an ISO 8601 date and time, e.g. 2026-11-24T20:00:00+09:00.")
-        )
+    except OverflowError:
+        errors.setdefault("originalTimestamp", []).append(_("Too far from sentAt."))
 
-    context_traits = context.get("traits") if isinstance(context.get("traits"), dict) else {}
     profile_source = traits if kind == "identify" else context_traits
     profile = parse_profile(profile_source, errors, "traits" if kind == "identify" else "context.traits")
 

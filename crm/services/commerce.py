@@ -19,7 +19,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.db.models import Count, DecimalField, Max, Min, OuterRef, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Least
 
 from crm.ingest.messages import Message, parse_timestamp
 from crm.models import Cart, Contact, Coupon, Order, WishlistItem
@@ -43,14 +43,22 @@ COMMERCE_EVENTS = CART_EVENTS | {WISHLIST_ADDED, WISHLIST_REMOVED, COUPON_ISSUED
 COMMERCE_EVENTS |= COUPON_USED
 
 
+#: The largest amount the money columns (``max_digits=14, decimal_places=2``) hold.
+MAX_AMOUNT = Decimal("999999999999.99")
+
+
 def money(value: Any) -> Decimal | None:
+    """An amount with 2 decimal places, or None when there is none or it is beyond what the columns hold."""
     if value is None or isinstance(value, bool):
         return None
     try:
         amount = Decimal(str(value))
+        if not amount.is_finite() or abs(amount) > MAX_AMOUNT:
+            return None
+        amount = amount.quantize(Decimal("0.01"))
     except (InvalidOperation, ValueError):
         return None
-    return amount.quantize(Decimal("0.01")) if amount.is_finite() else None
+    return amount if abs(amount) <= MAX_AMOUNT else None
 
 
 def product_item(props: dict[str, Any]) -> dict[str, Any] | None:
@@ -76,7 +84,8 @@ def _line_key(item: dict[str, Any]) -> tuple[str, str]:
 
 
 def _cart_value(items: list[dict[str, Any]]) -> Decimal:
-    return sum((money(i.get("price")) or Decimal(0)) * i["quantity"] for i in items) or Decimal("0")
+    total = sum((money(i.get("price")) or Decimal(0)) * i["quantity"] for i in items) or Decimal("0")
+    return max(-MAX_AMOUNT, min(total, MAX_AMOUNT))  # absurd quantities must not overflow the column
 
 
 def _snapshot(props: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -276,10 +285,13 @@ def order_history_refresh(*, contact_ids: Iterable[int]) -> None:
     orders = Order.objects.filter(contact=OuterRef("pk")).order_by().values("contact")
     Contact.objects.filter(id__in=list(contact_ids)).update(
         order_count=Coalesce(Subquery(orders.annotate(n=Count("id")).values("n")), Value(0)),
-        total_revenue=Coalesce(
-            Subquery(orders.annotate(s=Sum("total")).values("s")),
-            Value(Decimal("0")),
-            output_field=DecimalField(max_digits=14, decimal_places=2),
+        total_revenue=Least(
+            Coalesce(
+                Subquery(orders.annotate(s=Sum("total")).values("s")),
+                Value(Decimal("0")),
+                output_field=DecimalField(max_digits=14, decimal_places=2),
+            ),
+            Value(MAX_AMOUNT),
         ),
         first_order_at=Subquery(orders.annotate(t=Min("placed_at")).values("t")),
         last_order_at=Subquery(orders.annotate(t=Max("placed_at")).values("t")),

@@ -76,8 +76,9 @@ def _resolve_contacts(messages: list[Message]) -> tuple[dict[int, int], int, lis
             new_uids.append(uid)
     if new_uids:
         now = timezone.now()
+        # In sorted order, so that concurrent batches creating the same contacts wait for each other, not deadlock.
         Contact.objects.bulk_create(
-            [Contact(external_id=uid, created_at=now) for uid in new_uids], ignore_conflicts=True
+            [Contact(external_id=uid, created_at=now) for uid in sorted(new_uids)], ignore_conflicts=True
         )
         fresh = dict(Contact.objects.filter(external_id__in=new_uids).values_list("external_id", "id"))
         created += sum(1 for uid in new_uids if uid in fresh)
@@ -106,7 +107,7 @@ def _resolve_contacts(messages: list[Message]) -> tuple[dict[int, int], int, lis
             new_aliases[aid] = contact.pk
     if new_aliases:
         ContactAlias.objects.bulk_create(
-            [ContactAlias(anonymous_id=aid, contact_id=cid) for aid, cid in new_aliases.items()],
+            [ContactAlias(anonymous_id=aid, contact_id=cid) for aid, cid in sorted(new_aliases.items())],
             ignore_conflicts=True,
         )
         stored = dict(
@@ -144,7 +145,7 @@ def _apply_profiles(new: list[tuple[int, Message]], source_name: str) -> None:
         return
     with_profile.sort(key=lambda pair: pair[1].occurred_at)
     ids = sorted({cid for cid, _m in with_profile})
-    contacts = {c.pk: c for c in Contact.objects.select_for_update().filter(id__in=ids).order_by("id")}
+    contacts = {c.pk: c for c in Contact.objects.select_for_update(no_key=True).filter(id__in=ids).order_by("id")}
     dirty: set[str] = set()
     consents: list[ConsentInput] = []
     for cid, m in with_profile:
@@ -220,6 +221,12 @@ def event_record_batch(*, source: Source, messages: list[Message], received_at: 
 
     with transaction.atomic():
         contact_of, result.contacts_created, merges = _resolve_contacts(batch)
+        # Lock the batch's contacts in id order before anything below updates them (first/last seen, profile,
+        # commerce counters): concurrent batches about the same contacts then queue instead of deadlocking, which
+        # PostgreSQL otherwise detects and answers with an error. NO KEY: inserting events that reference a contact
+        # does not conflict with it. (A no-op on SQLite, whose writers are serialized anyway.)
+        locked = set(contact_of.values()) | {cid for pair in merges for cid in pair}
+        list(Contact.objects.select_for_update(no_key=True).filter(id__in=locked).order_by("id").values_list("id"))
         rows = [
             {
                 "contact_id": contact_of[m.index],

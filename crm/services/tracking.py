@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from django.db.models import JSONField, Value
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -49,6 +50,8 @@ class TrackingResult:
 def _without_write_key(raw: Any) -> Any:
     if isinstance(raw, dict) and "writeKey" in raw:
         return {k: v for k, v in raw.items() if k != "writeKey"}
+    if raw is None:  # JSON null, not SQL NULL (the column is NOT NULL)
+        return Value(None, JSONField())
     return raw
 
 
@@ -60,6 +63,8 @@ def tracking_ingest(
     received_at = received_at or timezone.now()
     if not isinstance(payload, dict):
         raise PayloadError(_("The body must be a JSON object."))
+    if "writeKey" in payload and not isinstance(payload["writeKey"], str):
+        raise PayloadError(_("writeKey must be a string."), {"writeKey": [_("Must be a string.")]})
 
     if message_type is None:
         items = payload.get("batch")
@@ -74,10 +79,14 @@ def tracking_ingest(
                 _("A batch may hold at most %(n)d messages.") % {"n": MAX_BATCH_MESSAGES},
                 {"batch": [_("Too many messages.")]},
             )
-        context = payload.get("context") if isinstance(payload.get("context"), dict) else None
-        integrations = payload.get("integrations") if isinstance(payload.get("integrations"), dict) else None
+        context, integrations = payload.get("context"), payload.get("integrations")
+        for key, value in (("context", context), ("integrations", integrations)):
+            if value is not None and not isinstance(value, dict):
+                raise PayloadError(
+                    _("%(key)s must be a JSON object.") % {"key": key}, {key: [_("Must be a JSON object.")]}
+                )
         try:
-            sent_at = parse_timestamp(payload["sentAt"]) if payload.get("sentAt") else None
+            sent_at = parse_timestamp(payload["sentAt"]) if payload.get("sentAt") not in (None, "") else None
         except (ValueError, TypeError):
             raise PayloadError(_("sentAt must be an ISO 8601 date and time."), {"sentAt": [_("Invalid.")]}) from None
     else:

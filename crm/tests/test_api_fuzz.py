@@ -1,0 +1,253 @@
+"""Property-based fuzzing of the REST API against its own OpenAPI schema (``/api/schema/``), in-process via WSGI.
+
+For every operation in the schema, Schemathesis generates schema-valid requests and invalid ones (wrong types,
+missing fields, values out of bounds, undocumented methods), sends them through Django's real WSGI handler with a
+valid API key that has both scopes (the fuzzer also negates it), and runs these checks (``CHECKS``):
+
+* ``not_a_server_error``: never a 5xx, whatever the input;
+* ``status_code_conformance``, ``content_type_conformance``, ``response_schema_conformance``,
+  ``response_headers_conformance``: every answer is documented in the schema, with a body that matches it;
+* ``negative_data_rejection`` / ``positive_data_acceptance``: what the schema calls invalid is refused with a 4xx,
+  and what it calls valid is not refused with a 400 (so the schema describes the validation exactly);
+* ``unsupported_method``, ``allow_header_conformance``, ``missing_required_header``, ``ignored_auth``: methods,
+  headers and authentication.
+
+Runs are deterministic (a fixed seed, derandomized Hypothesis, no example database). Data is committed
+(``transactional_db``), as it is in production, and each operation starts from the same seeded contact ``0``
+(Hypothesis's simplest string, so the fuzzer's reads and writes find it) with a cart, a coupon and an order.
+
+Below the fuzz test: the inputs it (and the live SDK runs in ``test_sdk_compat.py``) found breaking the API, as
+plain regression tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import phonenumbers
+import pytest
+import schemathesis
+from django.core.cache import cache
+from django.core.wsgi import get_wsgi_application
+from django.db import connection
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from rest_framework.response import Response
+from rest_framework.test import APIClient
+
+from crm.models import ApiKey, Contact, Event, Source
+from crm.services.apikeys import api_key_create
+from crm.services.commerce import MAX_AMOUNT
+from crm.services.tracking import tracking_ingest
+
+SCHEMA_PATH = "/api/schema/"
+SEED = 20261124
+MAX_EXAMPLES = 15
+SEEDED_CONTACT = "0"
+
+
+def _phone_numbers() -> st.SearchStrategy[str]:
+    """Valid Korean mobile numbers written the ways shops send them: 010-2000-1234, +82 10-2000-1234, +821020001234."""
+    example = phonenumbers.example_number_for_type("KR", phonenumbers.PhoneNumberType.MOBILE)
+    national = phonenumbers.national_significant_number(example)  # 1023456789
+    formats = [
+        phonenumbers.PhoneNumberFormat.NATIONAL,
+        phonenumbers.PhoneNumberFormat.INTERNATIONAL,
+        phonenumbers.PhoneNumberFormat.E164,
+    ]
+
+    def build(last_digits: str, fmt) -> str:
+        number = phonenumbers.parse(national[:-4] + last_digits, "KR")
+        return phonenumbers.format_number(number, fmt)
+
+    return st.builds(build, st.text(alphabet="0123456789", min_size=4, max_size=4), st.sampled_from(formats))
+
+
+# The schema documents phone numbers with the custom format "phone": the fuzzer needs to know what valid ones are.
+schemathesis.openapi.format("phone", _phone_numbers())
+
+#: Named so that a change of Schemathesis' defaults cannot silently drop one.
+CHECKS = [
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_schema_conformance",
+    "response_headers_conformance",
+    "negative_data_rejection",
+    "positive_data_acceptance",
+    "missing_required_header",
+    "unsupported_method",
+    "allow_header_conformance",
+    "ignored_auth",
+]
+
+CONFIG = schemathesis.Config.from_dict(
+    {
+        "seed": SEED,
+        # Valid and invalid data; "deterministic" is Hypothesis' derandomize.
+        "generation": {"mode": "all", "max-examples": MAX_EXAMPLES, "deterministic": True},
+        "checks": {name: {"enabled": True} for name in CHECKS},
+        # The constants overlay puts string literals from our source ("push", "sms", ...) into schema-valid
+        # positive requests. It judges them by JSON Schema alone, which knows nothing of the custom format "phone",
+        # so it sends "push" as a phone number and reports the correct 400 as a schema-valid request rejected.
+        "analysis": {"constants": {"enabled": False}},
+    }
+)
+
+schema = schemathesis.openapi.from_wsgi(SCHEMA_PATH, get_wsgi_application(), config=CONFIG)
+
+
+@pytest.fixture
+def persistent_connection(transactional_db):
+    """Keep the database connection open between requests, as ``CONN_MAX_AGE`` does in production. With SQLite's
+    default of 0, Django closes it after every request, and closing the last connection checkpoints the WAL with
+    fsyncs (~20 ms): thousands of requests would make this test wait on the disk."""
+    saved = connection.settings_dict["CONN_MAX_AGE"]
+    connection.close()
+    connection.settings_dict["CONN_MAX_AGE"] = None
+    yield
+    connection.close()
+    connection.settings_dict["CONN_MAX_AGE"] = saved
+
+
+@pytest.fixture
+def api_key(persistent_connection) -> str:
+    """A valid key with both scopes, and the seeded contact with commerce state."""
+    cache.clear()  # rate-limit counters of earlier tests
+    source = Source.objects.create(name="fuzz")
+    scopes = [ApiKey.Scope.WRITE_EVENTS, ApiKey.Scope.READ_CONTACTS]
+    raw = api_key_create(source=source, name="fuzz", scopes=scopes)[1]
+    commerce = [
+        ("Product Added", {"product_id": "p-1", "name": "셔츠", "price": 39000, "quantity": 2}),
+        ("Coupon Issued", {"coupon_id": "WELCOME", "discount": 5000, "expires_at": "2030-01-01T00:00:00+09:00"}),
+        ("Order Completed", {"order_id": "o-1", "total": 78000, "products": [{"product_id": "p-1"}]}),
+        ("Product Added", {"product_id": "p-2", "price": 12000}),
+    ]
+    batch = [
+        {"type": "identify", "userId": SEEDED_CONTACT, "messageId": "seed-0", "traits": {"email": "seed@example.com"}}
+    ]
+    batch += [
+        {"type": "track", "userId": SEEDED_CONTACT, "messageId": f"seed-{i}", "event": name, "properties": props}
+        for i, (name, props) in enumerate(commerce, start=1)
+    ]
+    result = tracking_ingest(source=source, payload={"batch": batch}, endpoint="batch")
+    assert result.stored == len(batch), result
+    assert Contact.objects.filter(external_id=SEEDED_CONTACT, orders__isnull=False).exists()
+    return raw
+
+
+@schema.parametrize()
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,  # the API key and seed data, made once per operation on purpose
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.data_too_large,
+    ],
+)
+def test_api_conforms_to_its_schema(case, api_key):
+    auth = "Basic " + base64.b64encode(f"{api_key}:".encode()).decode()
+    case.call_and_validate(headers={"Authorization": auth})
+
+
+# --- What the fuzzer and the live SDK runs found: each of these once answered 500 or broke the schema ----------------
+
+
+@pytest.fixture
+def client(db) -> APIClient:
+    cache.clear()
+    source = Source.objects.create(name="shop")
+    scopes = [ApiKey.Scope.WRITE_EVENTS, ApiKey.Scope.READ_CONTACTS]
+    key = api_key_create(source=source, name="shop", scopes=scopes)[1]
+    return APIClient(HTTP_AUTHORIZATION="Basic " + base64.b64encode(f"{key}:".encode()).decode())
+
+
+def _post(client: APIClient, path: str, body: bytes | str) -> Response:
+    return client.post(path, data=body, content_type="application/json")
+
+
+TRACK = {"userId": "u1", "event": "Order Completed", "messageId": "m1"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        # a message type that is not a string (unhashable: TypeError)
+        ("/api/v1/batch", {"batch": [{"type": [None], "userId": "u", "event": "A"}]}, 400),
+        # a null message (kept in RejectedMessage as SQL NULL: IntegrityError)
+        ("/api/v1/batch", {"batch": [None]}, 400),
+        # NaN is not JSON (and PostgreSQL's jsonb refuses it)
+        ("/api/v1/track", '{"userId": "u", "event": "A", "properties": {"x": NaN}}', 400),
+        # nested deeper than the JSON parser recurses (RecursionError)
+        ("/api/v1/track", "[" * 50_000 + "]" * 50_000, 400),
+        # a time that is year 10000 in UTC (OverflowError when stored)
+        ("/api/v1/track", {**TRACK, "timestamp": "9999-12-31T23:00:00-05:00"}, 400),
+        # amounts beyond the money columns (decimal.InvalidOperation; numeric overflow on PostgreSQL)
+        ("/api/v1/track", {**TRACK, "properties": {"order_id": "o1", "total": "1e400"}}, 200),
+        ("/api/v1/track", {**TRACK, "properties": {"order_id": "o1", "total": 10**15}}, 200),
+        (
+            "/api/v1/track",
+            {**TRACK, "event": "Product Added", "properties": {"product_id": "p", "quantity": 10**30}},
+            200,
+        ),
+        # ignored before, though the schema calls them invalid
+        ("/api/v1/batch", {"batch": [{"type": "track", "userId": "u", "event": "A"}], "context": 5}, 400),
+        ("/api/v1/track", {**TRACK, "writeKey": 5}, 400),
+        ("/api/v1/page", {"userId": "u", "category": 5}, 400),
+        ("/api/v1/track", {**TRACK, "originalTimestamp": "soon", "timestamp": "2026-11-24T20:00:00+09:00"}, 400),
+        ("/api/v1/events", {"message_id": "e1", "external_id": 5, "name": "A"}, 400),
+        ("/api/v1/events", [], 400),
+    ],
+)
+def test_inputs_that_broke_the_api(client, path, body, status):
+    response = _post(client, path, body if isinstance(body, str) else json.dumps(body))
+    assert response.status_code == status, response.content[:300]
+    assert set(response.json()) >= ({"success", "stored"} if status == 200 else {"code", "message"})
+
+
+def test_nul_characters_are_stored_as_replacement_characters(client):
+    body = {**TRACK, "event": "A\u0000B", "properties": {"k\u0000": "v\u0000"}}
+    assert _post(client, "/api/v1/track", json.dumps(body)).status_code == 200
+    event = Event.objects.get()
+    assert (event.name, event.properties) == ("A\ufffdB", {"k\ufffd": "v\ufffd"})
+    assert client.get("/api/v1/contacts/u1%00").status_code == 404
+    assert client.get("/api/v1/contacts", {"email": "a\u0000@b.co"}).json()["results"] == []
+
+
+def test_revenue_stays_within_its_column(client):
+    for i in range(3):
+        order = {**TRACK, "messageId": f"m{i}", "properties": {"order_id": f"o{i}", "total": 999_999_999_999}}
+        assert _post(client, "/api/v1/track", json.dumps(order)).status_code == 200
+    assert Contact.objects.get().total_revenue == MAX_AMOUNT
+
+
+def test_identify_traits_from_context_traits_as_rudderstack_sends_them(client):
+    body = {"userId": "u1", "context": {"traits": {"email": "min@example.com", "grade": "VIP"}}}
+    assert _post(client, "/api/v1/identify", json.dumps(body)).status_code == 200
+    contact = Contact.objects.get()
+    assert (contact.email, contact.attributes) == ("min@example.com", {"grade": "VIP"})
+
+
+@pytest.mark.parametrize("page_size", ["0", "-1", "ten", "1.5"])
+def test_page_size_must_be_a_positive_integer(client, page_size):
+    assert client.get("/api/v1/contacts", {"page_size": page_size}).status_code == 400
+
+
+def test_the_cart_of_a_contact_without_one_matches_the_schema(api_key):
+    """``updated_at`` is null then; the schema said it never is."""
+    auth = {"Authorization": "Basic " + base64.b64encode(f"{api_key}:".encode()).decode()}
+    schema["/api/v1/contacts/{external_id}"]["PUT"].Case(
+        path_parameters={"external_id": "no-cart"}, body={}, media_type="application/json"
+    ).call_and_validate(headers=auth)
+    response = (
+        schema["/api/v1/contacts/{external_id}/cart"]["GET"]
+        .Case(path_parameters={"external_id": "no-cart"})
+        .call_and_validate(headers=auth)
+    )
+    assert response.json()["updated_at"] is None
