@@ -136,9 +136,10 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     )
     # A file (not :memory:) so that worker and beat processes started by the end-to-end tests see the test data.
     _db.setdefault("TEST", {})["NAME"] = str(VAR_DIR / "test-loop.sqlite3")
-else:
-    _db.setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
-    _db["CONN_HEALTH_CHECKS"] = True
+# Persistent connections (also on SQLite, where closing the last connection after every request costs a WAL
+# checkpoint and an fsync), checked for health before reuse.
+_db.setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+_db["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache (shared by web and worker processes: throttling, rate limits) ----------------------------------------

@@ -265,6 +265,8 @@ class ContactDetailView(ApiKeyView):
     def put(self, request, external_id: str):
         if len(external_id) > 255:
             return error_response(message=_("The external id is longer than 255 characters."))
+        if external_id != external_id.strip() or not external_id:
+            return error_response(message=_("The external id must not be blank or start or end with spaces."))
         if "\x00" in external_id:
             return error_response(message=_("The external id may not contain NUL characters."))
         serializer = ContactWriteSerializer(data=request.data)

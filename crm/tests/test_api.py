@@ -341,3 +341,12 @@ def test_errors_are_in_korean_by_default_and_english_on_request(write_key):
     assert korean.json()["message"].startswith("본문이 올바른 JSON이 아닙니다")
     english = post("/api/v1/track", None, write_key, raw=b"{")
     assert english.json()["message"].startswith("The body is not valid JSON")
+
+
+@pytest.mark.parametrize("external_id", ["%20", "%20u1", "u1%20"])
+def test_put_refuses_blank_or_padded_external_ids(read_write_key, external_id):
+    client = APIClient(HTTP_AUTHORIZATION=basic(read_write_key), HTTP_ACCEPT_LANGUAGE="en")
+    response = client.put(f"/api/v1/contacts/{external_id}", {"name": "x"}, format="json")
+    assert response.status_code == 400
+    assert "blank" in response.json()["message"]
+    assert not Contact.objects.exists()
