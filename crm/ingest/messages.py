@@ -322,7 +322,8 @@ def parse_message(
             original = times["originalTimestamp"]
             occurred_at = received_at - (sent_at - original) if sent_at else original
     except OverflowError:
-        errors.setdefault("originalTimestamp", []).append(_("Too far from sentAt."))
+        # The device's clock is so far off that the correction leaves the calendar: trust our own clock instead.
+        occurred_at = received_at
 
     profile_source = traits if kind == "identify" else context_traits
     profile = parse_profile(profile_source, errors, "traits" if kind == "identify" else "context.traits")

@@ -301,3 +301,13 @@ class TestParsing:
         assert message.context["ip"] == "1.2.3.4"
         assert message.context["library"] == {"name": "analytics-python"}
         assert message.context["integrations"] == {"All": True}
+
+
+def test_absurd_device_clock_falls_back_to_the_time_of_receipt():
+    raw = {
+        "type": "identify",
+        "userId": "u",
+        "originalTimestamp": "0338-05-03T02:05:04Z",
+        "sentAt": "8296-01-11T04:02:58.9Z",
+    }
+    assert parse_message(raw, received_at=T0).occurred_at == T0
