@@ -10,7 +10,8 @@ import math
 import time
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
 from django.core.exceptions import ImproperlyConfigured
 from rest_framework.throttling import BaseThrottle
 
@@ -37,6 +38,15 @@ class ApiKeyThrottle(BaseThrottle):
         now = time.time()
         window = int(now // period)
         cache_key = f"throttle:{self.setting}:{key.pk}:{window}"
+        self._wait = (window + 1) * period - now
+        backend = caches["default"]
+        if isinstance(backend, RedisCache):
+            # One round trip instead of add + exists + incr: INCR creates the counter, EXPIRE bounds its life.
+            full_key = backend.make_and_validate_key(cache_key)
+            pipe = backend._cache.get_client(full_key, write=True).pipeline()
+            pipe.incr(full_key)
+            pipe.expire(full_key, period + 1)
+            return pipe.execute()[0] <= limit
         cache.add(cache_key, 0, timeout=period + 1)
         try:
             count = cache.incr(cache_key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from datetime import timedelta
 
 from django.db import transaction
@@ -39,11 +40,25 @@ def api_key_create(
     return key, raw_key
 
 
+#: An authenticated key is reused by this process for this long without a query (the hot path of every API
+#: request). A key revoked elsewhere is refused by every process at the latest this much later.
+KEY_CACHE_SECONDS = 10.0
+_key_cache: dict[str, tuple[float, ApiKey]] = {}
+
+
 def api_key_authenticate(raw_key: str) -> ApiKey | None:
     """The active key with this secret, or None. Looks up by hash: the secret itself is never compared or kept."""
     if not raw_key or not raw_key.startswith(KEY_PREFIX) or len(raw_key) > 200:
         return None
-    key = ApiKey.objects.select_related("source").filter(key_hash=hash_key(raw_key), revoked_at__isnull=True).first()
+    digest = hash_key(raw_key)
+    cached = _key_cache.get(digest)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
+    key = ApiKey.objects.select_related("source").filter(key_hash=digest, revoked_at__isnull=True).first()
+    if key is None:
+        _key_cache.pop(digest, None)
+    else:
+        _key_cache[digest] = (time.monotonic() + KEY_CACHE_SECONDS, key)
     if key is not None:
         now = timezone.now()
         if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
@@ -56,4 +71,5 @@ def api_key_revoke(*, key: ApiKey) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
+    _key_cache.pop(key.key_hash, None)
     return key

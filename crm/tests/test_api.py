@@ -350,3 +350,10 @@ def test_put_refuses_blank_or_padded_external_ids(read_write_key, external_id):
     assert response.status_code == 400
     assert "blank" in response.json()["message"]
     assert not Contact.objects.exists()
+
+
+def test_a_key_revoked_after_use_is_refused_at_once_in_this_process(source):
+    key, raw = api_key_create(source=source, name="soon revoked")
+    assert post("/api/v1/track", TRACK, raw).status_code == 200  # now cached as authenticated
+    api_key_revoke(key=key)
+    assert post("/api/v1/track", {**TRACK, "messageId": "m2"}, raw).status_code == 401
