@@ -274,5 +274,9 @@ if LOG_FORMAT not in LOG_FORMATS:
 LOGGING = build_logging_config(level=LOG_LEVEL, fmt=LOG_FORMAT)
 
 # --- Product settings ------------------------------------------------------------------------------------------
+# Contact imports: files with more rows than this are previewed and applied by a Celery worker (progress bar in
+# the admin); smaller ones right in the request. Uploads larger than LOOP_IMPORT_MAX_BYTES are refused.
+LOOP_IMPORT_ASYNC_ROWS = env.int("IMPORT_ASYNC_ROWS", default=5000)
+LOOP_IMPORT_MAX_BYTES = env.int("IMPORT_MAX_BYTES", default=100 * 1024 * 1024)
 # Where `make run` writes the generated admin password (development only).
 LOOP_ADMIN_CREDENTIALS_FILE = VAR_DIR / "admin-credentials.txt"

@@ -30,6 +30,12 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 
 from config.admin_base import LoopModelAdmin, ReadOnlyModelAdmin, ReadOnlyTabularInline, json_block
+from crm.admin_import import (
+    ContactImportAdmin,
+    ContactImportExportAdminMixin,
+    export_events_csv,
+    export_events_xlsx,
+)
 from crm.models import (
     ApiKey,
     Cart,
@@ -37,6 +43,7 @@ from crm.models import (
     ConsentChange,
     ConsentPurpose,
     Contact,
+    ContactImport,
     ContactList,
     Coupon,
     Device,
@@ -332,7 +339,7 @@ class WishlistInline(ReadOnlyTabularInline):
 
 
 @admin.register(Contact)
-class ContactAdmin(PhoneSearchMixin, LoopModelAdmin):
+class ContactAdmin(ContactImportExportAdminMixin, PhoneSearchMixin, LoopModelAdmin):
     form = ContactForm
     list_display = [
         "display_name",
@@ -461,6 +468,8 @@ class ContactAdmin(PhoneSearchMixin, LoopModelAdmin):
 @admin.register(Event)
 class EventAdmin(ContactColumnMixin, ReadOnlyModelAdmin):
     """Events are the biggest table: exact-match search on indexed columns, sorting by time only, capped count."""
+
+    actions = [export_events_csv, export_events_xlsx]  # ReadOnlyModelAdmin sets actions = None
 
     list_display = ["occurred_at", "name", "type", "contact_column", "source_column", "summary"]
     list_select_related = ["contact", "source"]
@@ -887,3 +896,6 @@ class HeartbeatAdmin(ReadOnlyModelAdmin):
     @admin.display(description=_("beats"))
     def beat_count(self, obj: Heartbeat) -> str:
         return intcomma(obj.count)
+
+
+admin.site.register(ContactImport, ContactImportAdmin)

@@ -411,9 +411,17 @@ class RejectedMessage(models.Model):
 
 
 class ContactImport(models.Model):
-    """One import of a contacts file: its options, what the preview found, and what was applied."""
+    """One import of a contacts file: its options, what the preview found, and what was applied.
+
+    Life: ``pending`` (uploaded; a large file waits for its preview task) → ``previewing`` → ``previewed`` (the plan
+    is stored in ``plan_file``) → on confirm ``queued`` (large files) → ``running`` → ``completed``; or ``failed``
+    (unreadable file, error while applying) or ``cancelled``. Counts and ``errors`` describe the preview until the
+    import is applied, then what was applied; ``preview`` keeps the preview's counts, sample and notices.
+    """
 
     class Status(models.TextChoices):
+        PENDING = "pending", _("Waiting for preview")
+        PREVIEWING = "previewing", _("Previewing")
         PREVIEWED = "previewed", _("Previewed")
         QUEUED = "queued", _("Queued")
         RUNNING = "running", _("Running")
@@ -431,7 +439,7 @@ class ContactImport(models.Model):
     file_sha256 = models.CharField(max_length=64, blank=True, editable=False)
     file_format = models.CharField(_("format"), max_length=10, blank=True)
     encoding = models.CharField(_("encoding"), max_length=30, blank=True)
-    status = models.CharField(_("status"), max_length=20, choices=Status.choices, default=Status.PREVIEWED)
+    status = models.CharField(_("status"), max_length=20, choices=Status.choices, default=Status.PENDING)
     options = models.JSONField(_("options"), default=dict, blank=True)
     column_mapping = models.JSONField(_("column mapping"), default=dict, blank=True)
     tag = models.ForeignKey(Tag, null=True, blank=True, on_delete=models.SET_NULL, verbose_name=_("tag"))
@@ -447,6 +455,11 @@ class ContactImport(models.Model):
     error_count = models.PositiveIntegerField(_("errors"), default=0)
     errors = models.JSONField(_("row errors"), default=list, blank=True)
     failure = models.TextField(_("failure"), blank=True)
+    plan_file = models.FileField(_("plan"), upload_to="imports/%Y/%m/", blank=True, editable=False)
+    plan_sha256 = models.CharField(max_length=64, blank=True, editable=False)
+    preview = models.JSONField(_("preview"), default=dict, blank=True, editable=False)
+    previewed_at = models.DateTimeField(_("previewed at"), null=True, blank=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("contact import")
