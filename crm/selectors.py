@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 from django.utils.translation import gettext as _
 from rest_framework.exceptions import ValidationError
 
+from crm.emails import email_domain_lowercased
 from crm.ingest.messages import parse_timestamp
 from crm.phones import phone_search_variants
 
@@ -15,8 +16,7 @@ from crm.phones import phone_search_variants
 def contact_filter(*, queryset: QuerySet, params: Mapping[str, str]) -> QuerySet:
     """Filter contacts by exact email, phone in any format, external id and 'updated since'."""
     if email := params.get("email", "").strip():
-        local, _sep, domain = email.rpartition("@")
-        queryset = queryset.filter(email__in={email, f"{local}@{domain.lower()}"})
+        queryset = queryset.filter(email__in={email, email_domain_lowercased(email)})
     if phone := params.get("phone", "").strip():
         queryset = queryset.filter(phone__in=phone_search_variants(phone) or ["-"])
     if external_id := params.get("external_id", "").strip():

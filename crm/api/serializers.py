@@ -11,6 +11,7 @@ from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiSerial
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from crm.emails import email_domain_lowercased
 from crm.ingest.messages import MAX_ID_LENGTH, MAX_NAME_LENGTH
 from crm.models import Cart, ConsentPurpose, Contact, Coupon, Order
 from crm.phones import InvalidPhoneNumber, normalize_phone
@@ -367,8 +368,7 @@ class ContactWriteSerializer(serializers.Serializer):
     def validate_email(self, value):
         if not value:
             return value
-        local, _sep, domain = value.rpartition("@")
-        return f"{local}@{domain.lower()}"
+        return email_domain_lowercased(value)
 
     def validate_time_zone(self, value):
         if value:

@@ -31,6 +31,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from crm.emails import email_domain_lowercased
 from crm.models import ConsentPurpose
 from crm.phones import DEFAULT_REGION, InvalidPhoneNumber, normalize_phone
 
@@ -319,8 +320,7 @@ MAX_EMAIL = 254
 def parse_email(value: Any) -> str:
     """Validated, with the domain lower-cased (the local part is kept: it may be case-sensitive)."""
     text = as_text(value).strip()
-    local, sep, domain = text.rpartition("@")
-    candidate = f"{local}@{domain.lower()}" if sep and local else text
+    candidate = email_domain_lowercased(text)
     if len(candidate) > MAX_EMAIL:
         raise CellError(
             "email", _("'%(value)s' is longer than %(n)d characters.") % {"value": text[:60], "n": MAX_EMAIL}

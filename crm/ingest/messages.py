@@ -29,6 +29,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.utils.translation import gettext as _
 
+from crm.emails import email_domain_lowercased
 from crm.phones import InvalidPhoneNumber, normalize_phone
 
 MAX_MESSAGE_BYTES = 32 * 1024
@@ -165,8 +166,7 @@ def parse_profile(traits: dict, errors: dict[str, list[str]], prefix: str) -> Pr
         if not isinstance(email, str):
             errors.setdefault(f"{prefix}.email", []).append(_("Must be a string."))
         else:
-            local, _sep, domain = email.strip().rpartition("@")
-            candidate = f"{local}@{domain.lower()}" if local else email.strip()
+            candidate = email_domain_lowercased(email)
             try:
                 validate_email(candidate)
                 profile.email = candidate
