@@ -468,3 +468,72 @@ class ContactImport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.file_name} ({self.get_status_display()})"
+
+
+class Segment(models.Model):
+    """A rule-defined audience, evaluated as one SQL query (see ``crm.segments``).
+
+    ``rules`` is a versioned JSON document, ``{"version": 1, "root": {"type": "group", ...}}``; its schema,
+    compiler and explainer live in ``crm.segments``. ``version`` counts saved changes of the rules, so snapshots
+    and cached counts can tell which rules they were made from.
+    """
+
+    name = models.CharField(_("name"), max_length=200, unique=True)
+    description = models.TextField(_("description"), blank=True)
+    rules = models.JSONField(
+        _("rules"),
+        default=dict,
+        blank=True,
+        help_text=_("Conditions that decide who is in the segment. Built with the rule builder; JSON for power users."),
+    )
+    version = models.PositiveIntegerField(_("version"), default=1, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("created by"),
+    )
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+    last_count = models.PositiveIntegerField(_("members"), null=True, blank=True, editable=False)
+    last_counted_at = models.DateTimeField(_("counted at"), null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = _("segment")
+        verbose_name_plural = _("segments")
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def contacts(self, *, now=None) -> models.QuerySet:
+        """The segment's members as a queryset of contacts (erased contacts excluded), evaluated at ``now``."""
+        from crm.segments import segment_contacts
+
+        return segment_contacts(segment=self, now=now)
+
+    def contains(self, contact: Contact, *, now=None) -> bool:
+        """Whether ``contact`` is a member at ``now``; consistent with :meth:`contacts`."""
+        from crm.segments import segment_contains
+
+        return segment_contains(segment=self, contact=contact, now=now)
+
+
+class SegmentSize(models.Model):
+    """The member count of a segment on a day, kept by a beat task for the size-over-time chart."""
+
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="sizes", verbose_name=_("segment"))
+    day = models.DateField(_("day"))
+    count = models.PositiveIntegerField(_("members"))
+    counted_at = models.DateTimeField(_("counted at"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("segment size")
+        verbose_name_plural = _("segment sizes")
+        ordering = ["segment", "day"]
+        constraints = [models.UniqueConstraint(fields=["segment", "day"], name="crm_segmentsize_segment_day_uniq")]
+
+    def __str__(self) -> str:
+        return f"{self.segment} {self.day}: {self.count}"
