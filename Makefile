@@ -8,7 +8,7 @@ PY := $(BIN)/python
 PIP_FLAGS ?= --disable-pip-version-check --quiet
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev setup run test test-integration lint format messages compilemessages demo clean
+.PHONY: help install install-dev browser setup run test test-integration lint format messages compilemessages demo clean
 
 help:
 	@echo "make run      set up .venv, migrate, load demo data, start web + worker + beat (Ctrl-C stops all)"
@@ -29,6 +29,15 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt $(VENV)/.installed
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+# The browser tests drive Debian's Chromium, with a Korean font for readable screenshots; install them when missing
+# (needs root or sudo, as on CI and dev machines).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@{ test -x $(CHROMIUM) && fc-list :lang=ko | grep -q .; } || { echo "Installing Debian's chromium and fonts-nanum"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium fonts-nanum >/dev/null || { \
+	    echo "Could not install them: install Debian's chromium and fonts-nanum, or set LOOP_CHROMIUM"; exit 1; }; }
+
 compilemessages: $(VENV)/.installed
 	@$(PY) manage.py compilemessages --ignore=.venv --verbosity 0
 
@@ -41,7 +50,7 @@ run: setup
 	@echo "Starting web (http://127.0.0.1:$${LOOP_WEB_PORT:-8000}/admin/), Celery worker and celery-beat. Ctrl-C stops all."
 	$(PY) -m config.devrun Procfile.dev
 
-test: install-dev compilemessages lint
+test: install-dev browser compilemessages lint
 	$(BIN)/pytest
 
 lint: install-dev
