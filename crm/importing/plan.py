@@ -30,6 +30,7 @@ import orjson
 from django.db import connection
 from django.utils.translation import gettext as _
 
+from crm.db import StatementQueue
 from crm.importing import BATCH_SIZE
 from crm.importing.mapping import (
     ATTRIBUTE,
@@ -69,7 +70,7 @@ from crm.importing.mapping import (
     parse_time_zone,
 )
 from crm.importing.reader import Table, clean_cell
-from crm.models import Consent, ConsentPurpose, Contact
+from crm.models import Consent, ConsentPurpose, Contact, Tag
 
 NEW = "new"
 UPDATE = "update"
@@ -370,23 +371,32 @@ class Targets:
     by_phone: dict[str, Target] = field(default_factory=dict)
 
 
-def load_targets(rows: Iterable[dict[str, Any]], *, lock: bool = False) -> Targets:
-    """The contacts the rows may match (locked with ``lock``), with their consent and, when the rows carry tags,
-    their tags. Matching uses the external ID, email and phone indexes (never one OR, which PostgreSQL would scan);
-    on PostgreSQL contacts and their consent come back in one round trip."""
-    rows = list(rows)
-    exts = sorted({r["ext"] for r in rows if r.get("ext")})
-    emails = sorted({r["email"] for r in rows if r.get("email")})
-    phones = sorted({r["phone"] for r in rows if r.get("phone")})
+@dataclass(frozen=True, slots=True)
+class TargetKeys:
+    """What a batch of rows can match: its distinct external IDs, emails and phones, and whether tags matter."""
+
+    exts: list[str]
+    emails: list[str]
+    phones: list[str]
+    tags: bool
+
+    @classmethod
+    def of(cls, rows: Iterable[dict[str, Any]]) -> TargetKeys:
+        rows = list(rows)
+        return cls(
+            exts=sorted({r["ext"] for r in rows if r.get("ext")}),
+            emails=sorted({r["email"] for r in rows if r.get("email")}),
+            phones=sorted({r["phone"] for r in rows if r.get("phone")}),
+            tags=any(r.get("tags") for r in rows),
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.exts or self.emails or self.phones)
+
+
+def _index(found: Iterable[Target]) -> Targets:
     targets = Targets()
-    if not (exts or emails or phones):
-        return targets
-    if connection.vendor == "postgresql":
-        found = _contacts_pg(exts, emails, phones, lock)
-    else:
-        found = _contacts_orm(exts, emails, phones, lock)
-    for values in found:
-        target = values if isinstance(values, Target) else Target(*values)
+    for target in found:
         targets.by_id[target.id] = target
         if target.external_id:
             targets.by_ext.setdefault(target.external_id, target)
@@ -394,15 +404,43 @@ def load_targets(rows: Iterable[dict[str, Any]], *, lock: bool = False) -> Targe
             targets.by_email.setdefault(target.email, target)
         if target.phone:
             targets.by_phone.setdefault(target.phone, target)
+    return targets
+
+
+def load_targets(rows: Iterable[dict[str, Any]], *, lock: bool = False) -> Targets:
+    """The contacts the rows may match (locked with ``lock``), with their consent and, when the rows carry tags,
+    their tags. Matching uses the external ID, email and phone indexes (never one OR, which PostgreSQL would scan)."""
+    return _load(TargetKeys.of(rows), lock=lock)
+
+
+def submit_targets(queue: StatementQueue, rows: Iterable[dict[str, Any]], *, lock: bool) -> Callable[[], Targets]:
+    """``load_targets`` with its queries queued on ``queue`` (on PostgreSQL they run while the caller goes on).
+    Returns the function that waits for them and builds the targets."""
+    keys = TargetKeys.of(rows)
+    if not keys:
+        return Targets
+    if not queue.threaded:
+        targets = _load(keys, lock=lock)
+        return lambda: targets
+    future = queue.submit(fetch_targets_job(keys, lock=lock))
+    return lambda: _build_targets(*future.result())
+
+
+def _load(keys: TargetKeys, *, lock: bool) -> Targets:
+    if not keys:
+        return Targets()
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            return _build_targets(*fetch_targets_job(keys, lock=lock)(cursor.cursor))
+    targets = _index(Target(*values) for values in _contacts_orm(keys.exts, keys.emails, keys.phones, lock))
     if not targets.by_id:
         return targets
     ids = list(targets.by_id)
-    if connection.vendor != "postgresql":  # PostgreSQL's loader fetched the consent already
-        for contact_id, purpose, granted, changed_at in Consent.objects.filter(contact_id__in=ids).values_list(
-            "contact_id", "purpose", "granted", "changed_at"
-        ):
-            targets.by_id[contact_id].consents[purpose] = (granted, micros(changed_at))
-    if any(r.get("tags") for r in rows):
+    for contact_id, purpose, granted, changed_at in Consent.objects.filter(contact_id__in=ids).values_list(
+        "contact_id", "purpose", "granted", "changed_at"
+    ):
+        targets.by_id[contact_id].consents[purpose] = (granted, micros(changed_at))
+    if keys.tags:
         through = Contact.tags.through
         for contact_id, tag_name in through.objects.filter(contact_id__in=ids).values_list("contact_id", "tag__name"):
             targets.by_id[contact_id].tags.add(tag_name)
@@ -418,7 +456,9 @@ def pg_array(values: Iterable[Any]) -> str:
     return "{" + ",".join('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
-def _contacts_pg(exts: list[str], emails: list[str], phones: list[str], lock: bool) -> list[Target]:
+def fetch_targets_job(keys: TargetKeys, *, lock: bool) -> Callable[[Any], tuple[list, list, list]]:
+    """PostgreSQL: the job (``job(psycopg cursor)``) that fetches the contacts matching ``keys`` (locked with
+    ``lock``), their consent and, when ``keys.tags``, their tags' names, as plain rows."""
     table = _q(Contact._meta.db_table)
     columns = ", ".join(_q(c) for c in TARGET_FIELDS[:-1])
     sql = (
@@ -428,18 +468,44 @@ def _contacts_pg(exts: list[str], emails: list[str], phones: list[str], lock: bo
     )
     if lock:
         sql += " FOR UPDATE"
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [pg_array(exts), pg_array(emails), pg_array(phones)])
-        targets = {row[0]: Target(*row[:-1], json.loads(row[-1])) for row in cursor.fetchall()}
-        if targets:
-            cursor.execute(
-                "SELECT contact_id, purpose, granted, (extract(epoch FROM changed_at) * 1000000)::bigint "  # noqa: S608
-                f"FROM {_q(Consent._meta.db_table)} WHERE contact_id = ANY(%s::bigint[])",
-                [pg_array(targets)],
-            )
-            for contact_id, purpose, granted, changed_at in cursor.fetchall():
-                targets[contact_id].consents[purpose] = (granted, changed_at)
-    return list(targets.values())
+    params = [pg_array(keys.exts), pg_array(keys.emails), pg_array(keys.phones)]
+    consent_sql = (
+        "SELECT contact_id, purpose, granted, (extract(epoch FROM changed_at) * 1000000)::bigint "  # noqa: S608
+        f"FROM {_q(Consent._meta.db_table)} WHERE contact_id = ANY(%s::bigint[])"
+    )
+    through = Contact.tags.through
+    tag_sql = (
+        f"SELECT l.contact_id, t.name FROM {_q(through._meta.db_table)} l "  # noqa: S608
+        f"JOIN {_q(Tag._meta.db_table)} t ON t.id = l.tag_id WHERE l.contact_id = ANY(%s::bigint[])"
+    )
+    with_tags = keys.tags
+
+    def job(cursor) -> tuple[list, list, list]:
+        cursor.execute(sql, params)
+        contacts = cursor.fetchall()
+        if not contacts:
+            return contacts, [], []
+        ids = "{" + ",".join(str(row[0]) for row in contacts) + "}"
+        cursor.execute(consent_sql, [ids])
+        consents = cursor.fetchall()
+        tags = []
+        if with_tags:
+            cursor.execute(tag_sql, [ids])
+            tags = cursor.fetchall()
+        return contacts, consents, tags
+
+    return job
+
+
+def _build_targets(contacts: list, consents: list, tags: list) -> Targets:
+    # The standard library's JSON: orjson turns integers beyond 64 bits into floats.
+    targets = _index(Target(*row[:-1], json.loads(row[-1])) for row in contacts)
+    by_id = targets.by_id
+    for contact_id, purpose, granted, changed_at in consents:
+        by_id[contact_id].consents[purpose] = (granted, changed_at)
+    for contact_id, name in tags:
+        by_id[contact_id].tags.add(name)
+    return targets
 
 
 def _contacts_orm(exts: list[str], emails: list[str], phones: list[str], lock: bool) -> list[tuple]:
@@ -727,8 +793,9 @@ def build_plan(
         gz.write(dumps(header) + b"\n")
         parser = RowParser(columns)
         rows = (parser(number, cells) for number, cells in table.rows())
-        for batch in iter_batches(rows):
-            targets = load_targets(r for r in batch if not r.get("errors"))
+
+        def decide_batch(batch: list[dict[str, Any]], loading: Callable[[], Targets]) -> None:
+            targets = loading()
             for row in batch:
                 with_old = len(summary.sample) < SAMPLE_SIZE
                 decision = decide(
@@ -747,6 +814,17 @@ def build_plan(
                 gz.write(dumps(entry) + b"\n")
             if progress:
                 progress(summary.rows, total)
+
+        # The contacts of a batch are fetched (on PostgreSQL, by the queue's thread) while the next batch is parsed.
+        with StatementQueue() as queue:
+            pending = None
+            for batch in iter_batches(rows):
+                loading = submit_targets(queue, (r for r in batch if not r.get("errors")), lock=False)
+                if pending is not None:
+                    decide_batch(*pending)
+                pending = (batch, loading)
+            if pending is not None:
+                decide_batch(*pending)
     return summary
 
 
