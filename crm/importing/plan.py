@@ -763,7 +763,8 @@ def sample_entry(row: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any
     }
 
 
-def iter_batches(items: Iterable[Any], size: int = BATCH_SIZE) -> Iterator[list[Any]]:
+def iter_batches(items: Iterable[Any], size: int | None = None) -> Iterator[list[Any]]:
+    size = size or BATCH_SIZE
     batch: list[Any] = []
     for item in items:
         batch.append(item)
