@@ -384,9 +384,9 @@ class TargetKeys:
     def of(cls, rows: Iterable[dict[str, Any]]) -> TargetKeys:
         rows = list(rows)
         return cls(
-            exts=sorted({r["ext"] for r in rows if r.get("ext")}),
-            emails=sorted({r["email"] for r in rows if r.get("email")}),
-            phones=sorted({r["phone"] for r in rows if r.get("phone")}),
+            exts=list({r["ext"] for r in rows if "ext" in r}),
+            emails=list({r["email"] for r in rows if r.get("email")}),
+            phones=list({r["phone"] for r in rows if r.get("phone")}),
             tags=any(r.get("tags") for r in rows),
         )
 
@@ -797,6 +797,7 @@ def build_plan(
 
         def decide_batch(batch: list[dict[str, Any]], loading: Callable[[], Targets]) -> None:
             targets = loading()
+            lines = []
             for row in batch:
                 with_old = len(summary.sample) < SAMPLE_SIZE
                 decision = decide(
@@ -811,8 +812,9 @@ def build_plan(
                 summary.add(row, decision)
                 if with_old:
                     summary.sample.append(sample_entry(row, decision))
-                entry = {"row": row, "a": decision["a"], "c": decision.get("c"), "h": digest(decision)}
-                gz.write(dumps(entry) + b"\n")
+                lines.append(dumps({"row": row, "a": decision["a"], "c": decision.get("c"), "h": digest(decision)}))
+            lines.append(b"")
+            gz.write(b"\n".join(lines))
             if progress:
                 progress(summary.rows, total)
 
