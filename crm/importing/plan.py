@@ -83,6 +83,8 @@ IMPORTED = (NEW, UPDATE, UNCHANGED)
 SAMPLE_SIZE = 20
 PLAN_VERSION = 1
 KEYS = (("ext", EXTERNAL_ID), ("email", EMAIL), ("phone", PHONE))
+#: The keys a row is matched by, in order.
+ID_KEYS = ("ext", "email", "phone")
 UNSUBSCRIBED = "!unsubscribed"
 
 Progress = Callable[[int, int], None]
@@ -369,6 +371,10 @@ class Targets:
     by_ext: dict[str, Target] = field(default_factory=dict)
     by_email: dict[str, Target] = field(default_factory=dict)
     by_phone: dict[str, Target] = field(default_factory=dict)
+    by_key: dict[str, dict[str, Target]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.by_key = {"ext": self.by_ext, "email": self.by_email, "phone": self.by_phone}
 
 
 @dataclass(frozen=True, slots=True)
@@ -525,7 +531,8 @@ def _contacts_orm(exts: list[str], emails: list[str], phones: list[str], lock: b
 class Seen:
     """What earlier rows of the file already claimed: their keys and their contacts (for in-file duplicates)."""
 
-    keys: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: key kind ("ext", "email", "phone") → value → the first row that imports it
+    keys: dict[str, dict[str, int]] = field(default_factory=lambda: {key: {} for key in ID_KEYS})
     contacts: dict[int, int] = field(default_factory=dict)
 
     def register(self, row: dict[str, Any], action: str, contact_id: int | None) -> None:
@@ -534,11 +541,11 @@ class Seen:
         number = row["r"]
         keys = self.keys
         if "ext" in row:
-            keys.setdefault(("ext", row["ext"]), number)
+            keys["ext"].setdefault(row["ext"], number)
         if "email" in row:
-            keys.setdefault(("email", row["email"]), number)
+            keys["email"].setdefault(row["email"], number)
         if "phone" in row:
-            keys.setdefault(("phone", row["phone"]), number)
+            keys["phone"].setdefault(row["phone"], number)
         if contact_id is not None:
             self.contacts.setdefault(contact_id, number)
 
@@ -562,9 +569,9 @@ def decide(
     if "errors" in row:
         return {"a": ERROR, "c": None, "errors": row["errors"]}
     seen_keys = seen.keys
-    present = [(key, row[key]) for key in ("ext", "email", "phone") if key in row]
+    present = [(key, row[key]) for key in ID_KEYS if key in row]
     for key, value in present:
-        first = seen_keys.get((key, value))
+        first = seen_keys[key].get(value)
         if first is not None:
             return {
                 "a": SKIP,
@@ -582,7 +589,7 @@ def decide(
             }
     target = None
     matched_by = ""
-    indexes = {"ext": targets.by_ext, "email": targets.by_email, "phone": targets.by_phone}
+    indexes = targets.by_key
     for key, value in present:
         target = indexes[key].get(value)
         if target is not None:
@@ -643,7 +650,7 @@ def decide(
         }
     changes: dict[str, Any] = {}
     old: dict[str, Any] = {}  # what each change overwrites
-    empty = set(row.get("empty") or ()) if overwrite_empty else set()
+    empty = set(row["empty"]) if overwrite_empty and "empty" in row else _NOTHING
     for name in PROFILE_FIELDS:
         current = getattr(target, name)
         new = row.get(name)
@@ -663,9 +670,12 @@ def decide(
         if current is _MISSING or current != value or type(current) is not type(value):
             attrs[key] = value
             old[f"attr:{key}"] = None if current is _MISSING else current
-    unset = sorted(e[5:] for e in empty if e.startswith("attr:") and e[5:] in target.attributes and e[5:] not in attrs)
-    for key in unset:
-        old[f"attr:{key}"] = target.attributes[key]
+    unset = []
+    if empty:
+        current_attrs = target.attributes
+        unset = sorted(e[5:] for e in empty if e.startswith("attr:") and e[5:] in current_attrs and e[5:] not in attrs)
+        for key in unset:
+            old[f"attr:{key}"] = current_attrs[key]
     consent_changes = {}
     for purpose, granted in consents.items():
         state = target.consents.get(purpose)
@@ -692,6 +702,7 @@ def decide(
 
 
 _MISSING = object()
+_NOTHING: frozenset[str] = frozenset()
 
 
 def digest(decision: dict[str, Any]) -> str:
