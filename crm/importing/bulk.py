@@ -15,6 +15,7 @@ the same external ID created since the batch was checked) raises ``WriteConflict
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from datetime import datetime
 from typing import Any
@@ -179,10 +180,13 @@ def _q(name: str) -> str:
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
 
 
 def copy_text(value: Any) -> str:
     """One value in COPY's text format (the hot COPY streams are formatted here, not adapted row by row)."""
+    if type(value) is str:
+        return value.translate(_COPY_ESCAPES) if _COPY_SPECIAL.search(value) else value
     if value is None:
         return "\\N"
     if value is True:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -503,9 +504,17 @@ def fetch_targets_job(keys: TargetKeys, *, lock: bool) -> Callable[[Any], tuple[
     return job
 
 
+#: 19 digits in a row: maybe an integer beyond 64 bits, which orjson would read as a float.
+_LONG_DIGITS = re.compile(r"\d{19}")
+
+
+def json_loads(text: str) -> Any:
+    """JSON from the database, exactly: orjson, or the standard library when the text may hold a big integer."""
+    return json.loads(text) if _LONG_DIGITS.search(text) else orjson.loads(text)
+
+
 def _build_targets(contacts: list, consents: list, tags: list) -> Targets:
-    # The standard library's JSON: orjson turns integers beyond 64 bits into floats.
-    targets = _index(Target(*row[:-1], json.loads(row[-1])) for row in contacts)
+    targets = _index(Target(*row[:-1], json_loads(row[-1])) for row in contacts)
     by_id = targets.by_id
     for contact_id, purpose, granted, changed_at in consents:
         by_id[contact_id].consents[purpose] = (granted, changed_at)
