@@ -2,7 +2,8 @@
 
 Pass 1 reads the file to infer the type of each attribute column (a column's type depends on all its values).
 Pass 2 parses each row (:func:`parse_row`), matches it to a contact and decides (:func:`decide`) in batches of
-``BATCH_SIZE`` rows with one query for the matching contacts, one for their consent and one for their tags.
+``BATCH_SIZE`` rows with one query for the matching contacts, one for their consent and one for their tags. On
+PostgreSQL those queries run on a ``crm.db.StatementQueue`` thread while the next batch is parsed.
 
 Matching: by external ID, then email, then phone (lowest contact id first when several share an email or phone). A
 row whose email or phone belongs to a contact with a different external ID is an error, never a silent merge.
@@ -13,7 +14,8 @@ Decisions: ``new``, ``update`` (with the exact field, attribute, consent and tag
 earlier invalid one is not a duplicate.
 
 The plan is written as gzip'ed JSON lines: the parsed row, its decision and a digest of the decision. Applying
-recomputes each decision against the database and writes only rows whose digest is unchanged (see ``apply``).
+recomputes each importing row's decision with the same ``decide`` against the locked contacts and writes only when
+every one is unchanged (see ``apply``).
 """
 
 from __future__ import annotations
