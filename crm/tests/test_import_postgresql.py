@@ -203,3 +203,16 @@ def test_a_contact_created_by_another_connection_while_the_import_writes_is_repo
     assert ci.status == "completed"
     assert dict(Contact.objects.values_list("external_id", "name")) == {"N1": "김민준", "N2": "이서연"}
     assert ContactImport.objects.get(pk=ci.pk).new_count == 1
+
+
+def test_id_pool_takes_ids_ahead_and_on_demand(postgresql):
+    with StatementQueue() as queue:
+        ahead = bulk.IdPool(queue, Contact._meta.db_table, expected=3)
+        first = ahead.take(2) + ahead.take(1)
+        more = ahead.take(2)  # beyond what the preview counted: taken on demand
+        on_demand = bulk.IdPool(queue, Contact._meta.db_table, expected=0).take(2)
+    ids = first + more + on_demand
+    assert len(set(ids)) == 7
+    assert ids == sorted(ids)
+    contact = ContactFactory()  # the sequence never hands them out again
+    assert contact.pk > max(ids)
