@@ -1,4 +1,8 @@
-"""Consent: the current state per contact and purpose, and its append-only history."""
+"""Consent: the current state per contact and purpose, and its append-only history.
+
+The writers, both with one rule (a change takes effect when it differs from the state and is not older than it):
+``consent_record_many`` (any database; the API, ingest, contacts, imports on SQLite) and ``ConsentBulkRecorder``
+(PostgreSQL, set-based, for imports)."""
 
 from __future__ import annotations
 
@@ -112,7 +116,7 @@ class ConsentBulkRecorder:
         consent, history = Consent._meta.db_table, ConsentChange._meta.db_table
         statement = (
             f"WITH changed AS (INSERT INTO {consent} AS c (contact_id, purpose, granted, changed_at, source) "  # noqa: S608
-            f"SELECT contact_id, purpose, granted, %(at)s, %(source)s FROM {self.STAGE} "
+            f"SELECT contact_id, purpose, granted, %(at)s, %(source)s FROM {self.STAGE} ORDER BY contact_id, purpose "
             "ON CONFLICT (contact_id, purpose) DO UPDATE SET granted = EXCLUDED.granted, "
             "changed_at = EXCLUDED.changed_at, source = EXCLUDED.source "
             "WHERE c.granted <> EXCLUDED.granted AND c.changed_at <= EXCLUDED.changed_at "
