@@ -20,5 +20,6 @@ def contact_import_preview_task(import_id: int) -> None:
 
 @shared_task(name="crm.contact_import_apply", ignore_result=True)
 def contact_import_apply_task(import_id: int) -> None:
-    """Apply a confirmed large import (idempotent: a redelivered task resumes after the last applied batch)."""
+    """Apply a confirmed large import (idempotent: a completed import is left alone; a redelivered task applies it
+    again from the start, the interrupted transaction having been rolled back)."""
     contact_import_run_apply(import_id=import_id)

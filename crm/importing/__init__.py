@@ -5,7 +5,8 @@
   inference for columns that become attributes.
 - ``plan``: the preview. An exact plan of what each row will do (new, update, unchanged, skipped, error), stored as a
   file next to the upload so that confirming applies exactly what was previewed.
-- ``apply``: verifies the plan against the database and writes it in bulk, batch by batch (resumable).
+- ``apply``: verifies the plan against the locked contacts and writes it in bulk, batch by batch, in one transaction.
+- ``bulk``: the writers (set-based statements on PostgreSQL, bulk ORM statements on SQLite).
 - ``errors``: the rows that were not imported, as a CSV with the original columns and an error column.
 
 The services in ``crm.services.imports`` are the only entry points; the admin views, the ``import_contacts``
@@ -18,7 +19,8 @@ from contextlib import contextmanager
 
 from django.conf import settings
 
-#: Rows per batch when planning and applying (one transaction per batch when applying).
+#: Rows per batch when planning and applying: one lookup of the matching contacts and one set of writes per batch
+#: (the whole apply is one transaction).
 BATCH_SIZE = 5_000
 
 #: Files with more data rows than this are previewed and applied by a Celery task, not in the web request.

@@ -2,28 +2,33 @@
 
 The whole import is one transaction. It starts by locking the import row (a second worker given the same task waits
 and then finds it completed). For each batch of the stored plan it loads and locks the matching contacts
-(``SELECT ... FOR UPDATE``), recomputes every importing row's decision against them and compares it with the
-preview's (a digest of what the row writes). When every decision is unchanged the batch is written in bulk
-(``crm.importing.bulk``). When any row would now do something else (its contact was edited, a contact with its email
-appeared, consent was withdrawn meanwhile ...) nothing is written, the other batches are still checked, and
-``PlanChanged`` rolls the whole transaction back: the service recomputes the preview and the marketer confirms
-again. So what is applied is always exactly what the last preview showed, and a failed import leaves nothing half
-done. Progress is reported through ``crm.importing.progress`` (the transaction hides ``processed_rows`` until it
-commits).
-"""
+(``SELECT ... FOR UPDATE``), recomputes every importing row's decision against them with the preview's own code
+(``decide``) and compares it with the preview's (a digest of what the row writes). When every decision is unchanged
+the batch is written in bulk (``crm.importing.bulk``). When any row would now do something else (its contact was
+edited, a contact with its email appeared, consent was withdrawn meanwhile ...) nothing is written, the other batches
+are still checked, and ``PlanChanged`` rolls the whole transaction back: the service recomputes the preview and the
+marketer confirms again. So what is applied is always exactly what the last preview showed, and a failed import
+leaves nothing half done. Progress is reported through ``crm.importing.progress`` (the transaction hides
+``processed_rows`` until it commits).
+
+On PostgreSQL the statements run on a ``StatementQueue``: while this thread checks batch *n*, the queue's thread
+writes batch *n - 1* and then locks and fetches the contacts of batch *n + 1*, so that PostgreSQL and Python work at
+the same time."""
 
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
+from itertools import islice
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from crm.importing.bulk import make_writer
+from crm.db import StatementQueue
+from crm.importing.bulk import WriteConflict, make_writer
 from crm.importing.plan import (
     ERROR,
     IMPORTED,
@@ -36,10 +41,10 @@ from crm.importing.plan import (
     Seen,
     decide,
     iter_batches,
-    load_targets,
     micros,
     read_plan,
     same_decision,
+    submit_targets,
 )
 from crm.models import ContactImport, ContactList, Tag
 
@@ -123,41 +128,59 @@ def apply_plan(contact_import: ContactImport, *, progress: Progress | None = Non
         if locked.status != ContactImport.Status.RUNNING:
             return False
         prepare_targets(contact_import, options)
-        writer = make_writer(contact_import, consent_time=consent_time, source=f"import:{contact_import.pk}")
         seen = Seen()
         counts: Counter[str] = Counter()
         changed: list[int] = []
         changed_count = 0
         done = 0
         total = contact_import.total_rows
-        for batch in iter_batches(entries):
-            targets = load_targets((e["row"] for e in batch if e["a"] in IMPORTED), lock=True)
-            decided: list[tuple[dict[str, Any], dict[str, Any]]] = []
-            for entry in batch:
-                row = entry["row"]
-                if entry["a"] in IMPORTED:
-                    decision = decide(
-                        row, targets, seen, overwrite_empty=options.overwrite_empty, consent_at=consent_at
-                    )
-                    if same_decision(entry, decision):
-                        decided.append((row, decision))
-                    else:
-                        changed_count += 1
-                        if len(changed) < CHANGED_ROWS_SHOWN:
-                            changed.append(row["r"])
-                counts[entry["a"]] += 1
-                seen.register(row, entry["a"], entry["c"])
-            if not changed_count:
-                try:
-                    with transaction.atomic():
+        # The statements run on the queue's thread (PostgreSQL): the contacts of the next batch are locked and
+        # fetched, and the previous batch is written, while this thread checks the current batch.
+        with StatementQueue() as queue:
+            writer = make_writer(
+                contact_import,
+                consent_time=consent_time,
+                source=f"import:{contact_import.pk}",
+                queue=queue,
+                new_rows=contact_import.new_count,
+            )
+
+            def load(batch: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Any]:
+                return batch, submit_targets(queue, (e["row"] for e in batch if e["a"] in IMPORTED), lock=True)
+
+            batches = iter_batches(entries)
+            pending = deque(load(batch) for batch in islice(batches, 1))
+            try:
+                while pending:
+                    batch, loading = pending.popleft()
+                    following = next(batches, None)
+                    if following is not None:
+                        pending.append(load(following))
+                    targets = loading()
+                    decided: list[tuple[dict[str, Any], dict[str, Any]]] = []
+                    for entry in batch:
+                        row = entry["row"]
+                        if entry["a"] in IMPORTED:
+                            decision = decide(
+                                row, targets, seen, overwrite_empty=options.overwrite_empty, consent_at=consent_at
+                            )
+                            if same_decision(entry, decision):
+                                decided.append((row, decision))
+                            else:
+                                changed_count += 1
+                                if len(changed) < CHANGED_ROWS_SHOWN:
+                                    changed.append(row["r"])
+                        counts[entry["a"]] += 1
+                        seen.register(row, entry["a"], entry["c"])
+                    if not changed_count and decided:
                         writer.write(decided, targets)
-                except IntegrityError:
-                    # A contact with the same external ID was created meanwhile, after the batch was locked.
-                    changed_count += 1
-                    changed.append(batch[0]["row"]["r"])
-            done += len(batch)
-            if progress:
-                progress(done, total)
+                    done += len(batch)
+                    if progress:
+                        progress(done, total)
+                queue.drain()
+            except WriteConflict as exc:
+                # A contact with the same external ID was created meanwhile, after its batch was checked.
+                raise PlanChanged([exc.row], 1) from exc
         if changed_count:
             raise PlanChanged(changed, changed_count)
         ContactImport.objects.filter(pk=contact_import.pk).update(

@@ -2,35 +2,53 @@
 
 - ``OrmWriter`` (any database; SQLite): ``bulk_create`` of new contacts, one ``INSERT ... ON CONFLICT (id) DO UPDATE``
   of exactly the changed columns for updates, ``consent_record_many`` for consent, ``INSERT ... ON CONFLICT DO
-  NOTHING`` for tags and static lists.
-- ``PgCopyWriter`` (PostgreSQL): new contacts get ids from the table's sequence and are written with ``COPY``;
-  updates, consent and links are ``COPY``'d into temporary staging tables and applied with one set-based statement
-  each. Consent follows ``consent_record_many``'s rule exactly, in SQL: a change is recorded (history row, then the
-  current state) when it differs from the current state and is not older than it.
+  NOTHING`` for tags and static lists. Runs in the caller's thread.
+- ``PgCopyWriter`` (PostgreSQL): formats a batch in the caller's thread and queues its statements on the apply's
+  ``StatementQueue``, so that PostgreSQL writes one batch while Python checks the next. New contacts get ids from
+  the table's sequence (taken ahead) and are written with ``COPY``; updates and links are ``COPY``'d into temporary
+  staging tables and applied with one set-based statement each; consent by ``ConsentBulkRecorder``, which follows
+  ``consent_record_many``'s rule exactly, in SQL.
 
-Both leave the database in the same state (tested on both).
+Both leave the database in the same state (tested on both). A write that meets a unique constraint (a contact with
+the same external ID created since the batch was checked) raises ``WriteConflict``.
 """
 
 from __future__ import annotations
 
+import re
+from collections import deque
 from datetime import datetime
 from typing import Any
 
-from django.db import connection
+import psycopg
+from django.db import IntegrityError, connection
 from django.utils import timezone
 
+from crm.db import StatementQueue
 from crm.importing.mapping import EXTERNAL_ID, PROFILE_FIELDS
 from crm.importing.plan import NEW, UPDATE, Targets, to_json
-from crm.models import Consent, ConsentChange, Contact, ContactImport, Tag
-from crm.services.consent import ConsentInput, consent_record_many
+from crm.models import Contact, ContactImport, Tag
+from crm.services.consent import ConsentBulkRecorder, ConsentInput, consent_record_many
 
 Decided = list[tuple[dict[str, Any], dict[str, Any]]]
 WRITTEN_FIELDS = (EXTERNAL_ID, *PROFILE_FIELDS, "attributes")
 
 
+class WriteConflict(Exception):
+    """A batch could not be written: a unique constraint was met (a contact created since the batch was checked).
+    ``row``: the first row of the batch."""
+
+    def __init__(self, row: int):
+        super().__init__(f"write conflict in the batch starting at row {row}")
+        self.row = row
+
+
 class Writer:
-    def __init__(self, contact_import: ContactImport, *, consent_time: datetime, source: str):
+    def __init__(
+        self, contact_import: ContactImport, *, consent_time: datetime, source: str, queue: StatementQueue, **_kw
+    ):
         self.contact_import = contact_import
+        self.queue = queue
         self.consent_time = consent_time
         self.source = source[:100]
         self.tag_ids: dict[str, int] = {}
@@ -93,6 +111,12 @@ class Writer:
 
 class OrmWriter(Writer):
     def write(self, decided: Decided, targets: Targets) -> None:
+        try:
+            self._write(decided, targets)
+        except IntegrityError as exc:
+            raise WriteConflict(decided[0][0]["r"]) from exc
+
+    def _write(self, decided: Decided, targets: Targets) -> None:
         now = timezone.now()
         new = [d for _row, d in decided if d["a"] == NEW]
         created = [
@@ -156,10 +180,13 @@ def _q(name: str) -> str:
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
 
 
 def copy_text(value: Any) -> str:
     """One value in COPY's text format (the hot COPY streams are formatted here, not adapted row by row)."""
+    if type(value) is str:
+        return value.translate(_COPY_ESCAPES) if _COPY_SPECIAL.search(value) else value
     if value is None:
         return "\\N"
     if value is True:
@@ -173,38 +200,80 @@ def copy_text(value: Any) -> str:
     return str(value)
 
 
-def copy_lines(copy, lines: list[str]) -> None:
-    if lines:
-        copy.write("".join(lines).encode())
+class IdPool:
+    """Ids for new contacts, taken from the table's sequence ahead of need (in chunks, through the queue), so that
+    the rows of a batch can be formatted with their ids while the database works on the previous batch. Ids that a
+    rolled-back import took stay unused (a sequence never goes back), as with any failed insert."""
+
+    CHUNK = 10_000
+
+    def __init__(self, queue: StatementQueue, table: str, *, expected: int):
+        self.queue = queue
+        self.table = table
+        self.ids: deque[int] = deque()
+        self.pending: deque = deque()
+        self.expected = expected  # ids still expected to be needed, not yet asked for
+        self._ask_ahead()
+
+    def _reserve(self, count: int):
+        table = self.table
+
+        def job(cursor) -> list[int]:
+            cursor.execute(
+                "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", [table, count]
+            )
+            return [row[0] for row in cursor.fetchall()]
+
+        return self.queue.submit(job)
+
+    def _ask_ahead(self) -> None:
+        if self.expected > 0 and not self.pending and len(self.ids) < self.CHUNK:
+            count = min(self.expected, self.CHUNK)
+            self.expected -= count
+            self.pending.append(self._reserve(count))
+
+    def take(self, count: int) -> list[int]:
+        while len(self.ids) < count:
+            if not self.pending:
+                self.pending.append(self._reserve(count - len(self.ids)))
+            self.ids.extend(self.pending.popleft().result())
+        taken = [self.ids.popleft() for _ in range(count)]
+        self._ask_ahead()
+        return taken
 
 
 class PgCopyWriter(Writer):
-    """PostgreSQL: ``COPY`` and set-based statements. Rows that belong to contacts created by this batch (their
-    consent, history and links) are copied straight into their tables: nothing can conflict with them. Rows of
-    existing contacts go through a staging table and one statement each. Constraints are checked as rows arrive
-    (``SET CONSTRAINTS ALL IMMEDIATE``), while the import streams, instead of all at once when it commits."""
+    """PostgreSQL: ``COPY`` and set-based statements, run by the queue's thread while the next batch is decided.
+    Everything a batch writes is formatted in the caller's thread; the job only sends it. New contacts are copied
+    straight into their table with ids taken ahead from the sequence; updates go through a staging table and one
+    ``UPDATE ... FROM``; consent through ``ConsentBulkRecorder`` (``crm.services.consent``); tag and list links by
+    ``COPY`` for new contacts and ``INSERT ... ON CONFLICT DO NOTHING`` for the others. Constraints are checked as rows
+    arrive (``SET CONSTRAINTS ALL IMMEDIATE``), batch by batch, instead of all at once when the import commits."""
 
     STAGE_CONTACT = "loop_import_stage_contact"
-    STAGE_CONSENT = "loop_import_stage_consent"
     STAGE_LINK = "loop_import_stage_link"
 
-    def __init__(self, contact_import: ContactImport, *, consent_time: datetime, source: str):
-        super().__init__(contact_import, consent_time=consent_time, source=source)
+    def __init__(self, contact_import: ContactImport, *, consent_time: datetime, source: str, queue, new_rows=0):
+        super().__init__(contact_import, consent_time=consent_time, source=source, queue=queue)
+        self.table = Contact._meta.db_table
         self.contact_fields = list(Contact._meta.concrete_fields)
-        with connection.cursor() as cursor:
+        self.consent = ConsentBulkRecorder(changed_at=consent_time, source=self.source)
+        stage_contact, stage_link = self.STAGE_CONTACT, self.STAGE_LINK
+
+        def setup(cursor) -> None:
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-            # Temporary tables live until the transaction that applies the import ends.
+            # Temporary tables live until the transaction that applies the import ends (they may exist already when
+            # one transaction applies two imports: tests).
             cursor.execute(
-                f"CREATE TEMP TABLE IF NOT EXISTS {self.STAGE_CONTACT} (id bigint, external_id text, email text, "
+                f"CREATE TEMP TABLE IF NOT EXISTS {stage_contact} (id bigint, external_id text, email text, "
                 "phone text, name text, locale text, time_zone text, attributes jsonb) ON COMMIT DROP"
             )
             cursor.execute(
-                f"CREATE TEMP TABLE IF NOT EXISTS {self.STAGE_CONSENT} (contact_id bigint, purpose text, "
-                "granted boolean) ON COMMIT DROP"
+                f"CREATE TEMP TABLE IF NOT EXISTS {stage_link} (contact_id bigint, other_id bigint) ON COMMIT DROP"
             )
-            cursor.execute(
-                f"CREATE TEMP TABLE IF NOT EXISTS {self.STAGE_LINK} (contact_id bigint, other_id bigint) ON COMMIT DROP"
-            )
+
+        queue.submit(setup)
+        self.ids = IdPool(queue, self.table, expected=new_rows)
 
     def _template(self, now: datetime) -> dict[str, Any]:
         contact = Contact(created_at=now)
@@ -213,138 +282,100 @@ class PgCopyWriter(Writer):
 
     def write(self, decided: Decided, targets: Targets) -> None:
         now = timezone.now()
-        table = Contact._meta.db_table
-        with connection.cursor() as django_cursor:
-            cursor = django_cursor.cursor  # psycopg's own cursor, for COPY
-            new = [d for _row, d in decided if d["a"] == NEW]
-            new_ids: set[int] = set()
-            if new:
-                cursor.execute(
-                    "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", [table, len(new)]
+        table = _q(self.table)
+        first_row = decided[0][0]["r"] if decided else 0
+        new = [d for _row, d in decided if d["a"] == NEW]
+        new_ids: set[int] = set()
+        insert_contacts = b""
+        if new:
+            ids = self.ids.take(len(new))
+            new_ids = set(ids)
+            template = self._template(now)
+            columns = ", ".join(_q(c) for c in ["id", *template])
+            fixed = {k: copy_text(v) for k, v in template.items()}
+            lines = []
+            for contact_id, d in zip(ids, new, strict=True):
+                d["c"] = contact_id
+                values = dict(fixed)
+                for name, value in d["set"].items():
+                    values[name] = copy_text(value)
+                values["attributes"] = copy_text(to_json(d["attrs"]))
+                lines.append(f"{contact_id}\t" + "\t".join(values.values()) + "\n")
+            insert_contacts = "".join(lines).encode()
+            copy_contacts = f"COPY {table} ({columns}) FROM STDIN"
+
+        staged_lines = []
+        for _row, d in decided:
+            values = self.updated_values(d, targets) if d["a"] == UPDATE else None
+            if values is not None:
+                staged_lines.append(
+                    f"{d['c']}\t{copy_text(values[EXTERNAL_ID])}\t{copy_text(values['email'])}\t"
+                    f"{copy_text(values['phone'])}\t{copy_text(values['name'])}\t{copy_text(values['locale'])}\t"
+                    f"{copy_text(values['time_zone'])}\t{copy_text(to_json(values['attributes']))}\n"
                 )
-                ids = [r[0] for r in cursor.fetchall()]
-                new_ids = set(ids)
-                template = self._template(now)
-                columns = ["id", *template]
-                fixed = {k: copy_text(v) for k, v in template.items()}
-                lines = []
-                for contact_id, d in zip(ids, new, strict=True):
-                    d["c"] = contact_id
-                    values = dict(fixed)
-                    for name, value in d["set"].items():
-                        values[name] = copy_text(value)
-                    values["attributes"] = copy_text(to_json(d["attrs"]))
-                    lines.append(f"{contact_id}\t" + "\t".join(values.values()) + "\n")
-                with cursor.copy(f"COPY {_q(table)} ({', '.join(_q(c) for c in columns)}) FROM STDIN") as copy:
-                    copy_lines(copy, lines)
+        staged = "".join(staged_lines).encode()
+        sets = ", ".join(f"{_q(c)} = s.{_q(c)}" for c in WRITTEN_FIELDS)
+        update = (
+            f"UPDATE {table} AS c SET {sets}, updated_at = %s "  # noqa: S608 (identifiers from meta)
+            f"FROM {self.STAGE_CONTACT} AS s WHERE c.id = s.id"
+        )
 
-            staged = []
-            for _row, d in decided:
-                values = self.updated_values(d, targets) if d["a"] == UPDATE else None
-                if values is not None:
-                    staged.append((d["c"], values))
-            if staged:
-                cursor.execute(f"TRUNCATE {self.STAGE_CONTACT}")
-                with cursor.copy(f"COPY {self.STAGE_CONTACT} FROM STDIN") as copy:
-                    for contact_id, v in staged:
-                        copy.write_row(
-                            [
-                                contact_id,
-                                v[EXTERNAL_ID],
-                                v["email"],
-                                v["phone"],
-                                v["name"],
-                                v["locale"],
-                                v["time_zone"],
-                                to_json(v["attributes"]),
-                            ]
-                        )
-                sets = ", ".join(f"{_q(c)} = s.{_q(c)}" for c in WRITTEN_FIELDS)
-                cursor.execute(
-                    f"UPDATE {_q(table)} AS c SET {sets}, updated_at = %s "  # noqa: S608 (identifiers from meta)
-                    f"FROM {self.STAGE_CONTACT} AS s WHERE c.id = s.id",
-                    [now],
-                )
+        record_consents = self.consent.job(self.consents(decided), recorded_at=now)
 
-            changes = self.consents(decided)
-            if changes:
-                fresh = {k: v for k, v in changes.items() if k[0] in new_ids}
-                if fresh:
-                    self._copy_new_consents(cursor, fresh, now)
-                existing = {k: v for k, v in changes.items() if k[0] not in new_ids}
-                if existing:
-                    self._record_consents(cursor, existing, now)
-
-            tag_links, list_members = self.links(decided)
-            through = Contact.tags.through
-            self._link(cursor, through, "tag_id", sorted(tag_links), new_ids)
-            list_id = self.contact_import.contact_list_id
-            pairs = [(c, list_id) for c in sorted(list_members)]
-            self._link(cursor, Contact.lists.through, "contactlist_id", pairs, new_ids)
-
-    def _copy_new_consents(self, cursor, changes: dict[tuple[int, str], bool], now: datetime) -> None:
-        """Consent of contacts created by this import: no state exists, every change takes effect."""
-        consent, history = _q(Consent._meta.db_table), _q(ConsentChange._meta.db_table)
-        tail = f"\t{copy_text(self.consent_time)}\t{copy_text(self.source)}"
-        rows = [
-            f"{cid}\t{copy_text(purpose)}\t{'t' if granted else 'f'}{tail}"
-            for (cid, purpose), granted in changes.items()
+        tag_links, list_members = self.links(decided)
+        list_id = self.contact_import.contact_list_id
+        list_links = [(c, list_id) for c in sorted(list_members)]
+        link_jobs = [
+            self._link_job(Contact.tags.through, "tag_id", sorted(tag_links), new_ids),
+            self._link_job(Contact.lists.through, "contactlist_id", list_links, new_ids),
         ]
-        with cursor.copy(f"COPY {consent} (contact_id, purpose, granted, changed_at, source) FROM STDIN") as copy:
-            copy_lines(copy, [f"{r}\n" for r in rows])
-        columns = "contact_id, purpose, granted, changed_at, source, recorded_at"
-        recorded = f"\t{copy_text(now)}\n"
-        with cursor.copy(f"COPY {history} ({columns}) FROM STDIN") as copy:
-            copy_lines(copy, [f"{r}{recorded}" for r in rows])
 
-    def _record_consents(self, cursor, changes: dict[tuple[int, str], bool], now: datetime) -> None:
-        cursor.execute(f"TRUNCATE {self.STAGE_CONSENT}")
-        with cursor.copy(f"COPY {self.STAGE_CONSENT} FROM STDIN") as copy:
-            for (contact_id, purpose), granted in changes.items():
-                copy.write_row([contact_id, purpose, granted])
-        consent, history = _q(Consent._meta.db_table), _q(ConsentChange._meta.db_table)
-        params = {"at": self.consent_time, "source": self.source, "now": now}
-        # History first (it reads the state before the change), then the current state; same rule as
-        # consent_record_many: skip when the state is the same or newer than the change.
-        cursor.execute(
-            f"INSERT INTO {history} (contact_id, purpose, granted, changed_at, source, recorded_at) "  # noqa: S608
-            f"SELECT s.contact_id, s.purpose, s.granted, %(at)s, %(source)s, %(now)s FROM {self.STAGE_CONSENT} s "
-            f"LEFT JOIN {consent} c ON c.contact_id = s.contact_id AND c.purpose = s.purpose "
-            "WHERE c.id IS NULL OR (c.granted <> s.granted AND c.changed_at <= %(at)s) "
-            "ORDER BY s.contact_id, s.purpose",
-            params,
-        )
-        cursor.execute(
-            f"INSERT INTO {consent} AS c (contact_id, purpose, granted, changed_at, source) "  # noqa: S608
-            f"SELECT s.contact_id, s.purpose, s.granted, %(at)s, %(source)s FROM {self.STAGE_CONSENT} s "
-            "ORDER BY s.contact_id, s.purpose "
-            "ON CONFLICT (contact_id, purpose) DO UPDATE SET granted = EXCLUDED.granted, "
-            "changed_at = EXCLUDED.changed_at, source = EXCLUDED.source "
-            "WHERE c.granted <> EXCLUDED.granted AND c.changed_at <= EXCLUDED.changed_at",
-            params,
-        )
+        def job(cursor) -> None:
+            try:
+                if insert_contacts:
+                    with cursor.copy(copy_contacts) as copy:
+                        copy.write(insert_contacts)
+                if staged:
+                    cursor.execute(f"TRUNCATE {self.STAGE_CONTACT}")
+                    with cursor.copy(f"COPY {self.STAGE_CONTACT} FROM STDIN") as copy:
+                        copy.write(staged)
+                    cursor.execute(update, [now])
+                record_consents(cursor)
+                for link in link_jobs:
+                    link(cursor)
+            except psycopg.IntegrityError as exc:
+                # A contact with the same external ID was created meanwhile, after the batch was checked.
+                raise WriteConflict(first_row) from exc
 
-    def _link(self, cursor, through, other: str, pairs: list[tuple[int, int]], new_ids: set[int]) -> None:
+        self.queue.submit(job)
+
+    def _link_job(self, through, other: str, pairs: list[tuple[int, int]], new_ids: set[int]):
         """Add M2M links: straight COPY for new contacts, ON CONFLICT DO NOTHING for the others."""
         table = _q(through._meta.db_table)
-        fresh = [p for p in pairs if p[0] in new_ids]
-        if fresh:
-            with cursor.copy(f"COPY {table} (contact_id, {_q(other)}) FROM STDIN") as copy:
-                for pair in fresh:
-                    copy.write_row(pair)
-        existing = [p for p in pairs if p[0] not in new_ids]
-        if not existing:
-            return
-        cursor.execute(f"TRUNCATE {self.STAGE_LINK}")
-        with cursor.copy(f"COPY {self.STAGE_LINK} FROM STDIN") as copy:
-            for pair in existing:
-                copy.write_row(pair)
-        cursor.execute(
-            f"INSERT INTO {table} (contact_id, {_q(other)}) "  # noqa: S608
-            f"SELECT contact_id, other_id FROM {self.STAGE_LINK} ON CONFLICT DO NOTHING"
-        )
+        fresh = "".join(f"{c}\t{o}\n" for c, o in pairs if c in new_ids).encode()
+        existing = "".join(f"{c}\t{o}\n" for c, o in pairs if c not in new_ids).encode()
+        columns = f"contact_id, {_q(other)}"
+        stage = self.STAGE_LINK
+
+        def job(cursor) -> None:
+            if fresh:
+                with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                    copy.write(fresh)
+            if existing:
+                cursor.execute(f"TRUNCATE {stage}")
+                with cursor.copy(f"COPY {stage} FROM STDIN") as copy:
+                    copy.write(existing)
+                cursor.execute(
+                    f"INSERT INTO {table} ({columns}) "  # noqa: S608
+                    f"SELECT contact_id, other_id FROM {stage} ON CONFLICT DO NOTHING"
+                )
+
+        return job
 
 
-def make_writer(contact_import: ContactImport, *, consent_time: datetime, source: str) -> Writer:
-    cls = PgCopyWriter if connection.vendor == "postgresql" else OrmWriter
-    return cls(contact_import, consent_time=consent_time, source=source)
+def make_writer(
+    contact_import: ContactImport, *, consent_time: datetime, source: str, queue: StatementQueue, new_rows: int = 0
+) -> Writer:
+    """The writer for this database. ``new_rows``: how many new contacts the preview counted (ids are taken ahead)."""
+    cls = PgCopyWriter if queue.threaded else OrmWriter
+    return cls(contact_import, consent_time=consent_time, source=source, queue=queue, new_rows=new_rows)

@@ -409,11 +409,17 @@ def parse_bool(value: Any) -> bool:
 
 
 _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+#: The common case, a whole number without sign or leading zero (``12,345``, ``500``): read without the checks below.
+_PLAIN_WHOLE = re.compile(r"[1-9]\d{0,2}(?:,\d{3})+|[1-9]\d*|0")
 MAX_NUMBER_DIGITS = 15
 
 
 def parse_number(value: Any) -> int | float:
     """``12,000``, ``₩12,000``, ``12000원``, ``-3.5``. Codes with a leading zero (``04524``) are not numbers."""
+    if type(value) is str and _PLAIN_WHOLE.fullmatch(value):
+        digits = value.replace(",", "")
+        if len(digits) <= MAX_NUMBER_DIGITS:
+            return int(digits)
     if isinstance(value, bool):
         raise CellError("number", _("'%(value)s' is not a number.") % {"value": as_text(value)})
     if isinstance(value, int | float):
@@ -580,17 +586,32 @@ def parse_locale(value: Any) -> str:
 class TypeSniffer:
     """Feed every non-empty value of a column; ``type`` is the narrowest type all of them fit."""
 
-    __slots__ = ("boolean", "has_time", "number", "seen", "temporal")
+    __slots__ = ("boolean", "done", "fed", "has_time", "number", "seen", "temporal")
+
+    #: Distinct texts remembered (values repeat: grades, amounts); a text fed again changes nothing. Only texts: Excel's
+    #: TRUE and 1 are equal in Python but not of the same type.
+    MEMO = 20_000
 
     def __init__(self) -> None:
         self.number = self.boolean = self.temporal = True
         self.has_time = False
         self.seen = False
+        self.done = False  # text: no value can change the type any more
+        self.fed: set[Any] = set()
 
     def feed(self, value: Any) -> None:
         self.seen = True
-        if not (self.number or self.boolean or self.temporal):
+        if self.done:
             return
+        if type(value) is str:
+            if value in self.fed:
+                return
+            if len(self.fed) < self.MEMO:
+                self.fed.add(value)
+        self._feed(value)
+        self.done = not (self.number or self.boolean or self.temporal)
+
+    def _feed(self, value: Any) -> None:
         if isinstance(value, bool):
             self.number = self.temporal = False
             return

@@ -2,7 +2,8 @@
 
 Pass 1 reads the file to infer the type of each attribute column (a column's type depends on all its values).
 Pass 2 parses each row (:func:`parse_row`), matches it to a contact and decides (:func:`decide`) in batches of
-``BATCH_SIZE`` rows with one query for the matching contacts, one for their consent and one for their tags.
+``BATCH_SIZE`` rows with one query for the matching contacts, one for their consent and one for their tags. On
+PostgreSQL those queries run on a ``crm.db.StatementQueue`` thread while the next batch is parsed.
 
 Matching: by external ID, then email, then phone (lowest contact id first when several share an email or phone). A
 row whose email or phone belongs to a contact with a different external ID is an error, never a silent merge.
@@ -13,7 +14,8 @@ Decisions: ``new``, ``update`` (with the exact field, attribute, consent and tag
 earlier invalid one is not a duplicate.
 
 The plan is written as gzip'ed JSON lines: the parsed row, its decision and a digest of the decision. Applying
-recomputes each decision against the database and writes only rows whose digest is unchanged (see ``apply``).
+recomputes each importing row's decision with the same ``decide`` against the locked contacts and writes only when
+every one is unchanged (see ``apply``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,6 +33,7 @@ import orjson
 from django.db import connection
 from django.utils.translation import gettext as _
 
+from crm.db import StatementQueue
 from crm.importing import BATCH_SIZE
 from crm.importing.mapping import (
     ATTRIBUTE,
@@ -69,7 +73,7 @@ from crm.importing.mapping import (
     parse_time_zone,
 )
 from crm.importing.reader import Table, clean_cell
-from crm.models import Consent, ConsentPurpose, Contact
+from crm.models import Consent, ConsentPurpose, Contact, Tag
 
 NEW = "new"
 UPDATE = "update"
@@ -82,6 +86,8 @@ IMPORTED = (NEW, UPDATE, UNCHANGED)
 SAMPLE_SIZE = 20
 PLAN_VERSION = 1
 KEYS = (("ext", EXTERNAL_ID), ("email", EMAIL), ("phone", PHONE))
+#: The keys a row is matched by, in order.
+ID_KEYS = ("ext", "email", "phone")
 UNSUBSCRIBED = "!unsubscribed"
 
 Progress = Callable[[int, int], None]
@@ -368,25 +374,38 @@ class Targets:
     by_ext: dict[str, Target] = field(default_factory=dict)
     by_email: dict[str, Target] = field(default_factory=dict)
     by_phone: dict[str, Target] = field(default_factory=dict)
+    by_key: dict[str, dict[str, Target]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.by_key = {"ext": self.by_ext, "email": self.by_email, "phone": self.by_phone}
 
 
-def load_targets(rows: Iterable[dict[str, Any]], *, lock: bool = False) -> Targets:
-    """The contacts the rows may match (locked with ``lock``), with their consent and, when the rows carry tags,
-    their tags. Matching uses the external ID, email and phone indexes (never one OR, which PostgreSQL would scan);
-    on PostgreSQL contacts and their consent come back in one round trip."""
-    rows = list(rows)
-    exts = sorted({r["ext"] for r in rows if r.get("ext")})
-    emails = sorted({r["email"] for r in rows if r.get("email")})
-    phones = sorted({r["phone"] for r in rows if r.get("phone")})
+@dataclass(frozen=True, slots=True)
+class TargetKeys:
+    """What a batch of rows can match: its distinct external IDs, emails and phones, and whether tags matter."""
+
+    exts: list[str]
+    emails: list[str]
+    phones: list[str]
+    tags: bool
+
+    @classmethod
+    def of(cls, rows: Iterable[dict[str, Any]]) -> TargetKeys:
+        rows = list(rows)
+        return cls(
+            exts=list({r["ext"] for r in rows if "ext" in r}),
+            emails=list({r["email"] for r in rows if r.get("email")}),
+            phones=list({r["phone"] for r in rows if r.get("phone")}),
+            tags=any(r.get("tags") for r in rows),
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.exts or self.emails or self.phones)
+
+
+def _index(found: Iterable[Target]) -> Targets:
     targets = Targets()
-    if not (exts or emails or phones):
-        return targets
-    if connection.vendor == "postgresql":
-        found = _contacts_pg(exts, emails, phones, lock)
-    else:
-        found = _contacts_orm(exts, emails, phones, lock)
-    for values in found:
-        target = values if isinstance(values, Target) else Target(*values)
+    for target in found:
         targets.by_id[target.id] = target
         if target.external_id:
             targets.by_ext.setdefault(target.external_id, target)
@@ -394,15 +413,43 @@ def load_targets(rows: Iterable[dict[str, Any]], *, lock: bool = False) -> Targe
             targets.by_email.setdefault(target.email, target)
         if target.phone:
             targets.by_phone.setdefault(target.phone, target)
+    return targets
+
+
+def load_targets(rows: Iterable[dict[str, Any]], *, lock: bool = False) -> Targets:
+    """The contacts the rows may match (locked with ``lock``), with their consent and, when the rows carry tags,
+    their tags. Matching uses the external ID, email and phone indexes (never one OR, which PostgreSQL would scan)."""
+    return _load(TargetKeys.of(rows), lock=lock)
+
+
+def submit_targets(queue: StatementQueue, rows: Iterable[dict[str, Any]], *, lock: bool) -> Callable[[], Targets]:
+    """``load_targets`` with its queries queued on ``queue`` (on PostgreSQL they run while the caller goes on).
+    Returns the function that waits for them and builds the targets."""
+    keys = TargetKeys.of(rows)
+    if not keys:
+        return Targets
+    if not queue.threaded:
+        targets = _load(keys, lock=lock)
+        return lambda: targets
+    future = queue.submit(fetch_targets_job(keys, lock=lock))
+    return lambda: _build_targets(*future.result())
+
+
+def _load(keys: TargetKeys, *, lock: bool) -> Targets:
+    if not keys:
+        return Targets()
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            return _build_targets(*fetch_targets_job(keys, lock=lock)(cursor.cursor))
+    targets = _index(Target(*values) for values in _contacts_orm(keys.exts, keys.emails, keys.phones, lock))
     if not targets.by_id:
         return targets
     ids = list(targets.by_id)
-    if connection.vendor != "postgresql":  # PostgreSQL's loader fetched the consent already
-        for contact_id, purpose, granted, changed_at in Consent.objects.filter(contact_id__in=ids).values_list(
-            "contact_id", "purpose", "granted", "changed_at"
-        ):
-            targets.by_id[contact_id].consents[purpose] = (granted, micros(changed_at))
-    if any(r.get("tags") for r in rows):
+    for contact_id, purpose, granted, changed_at in Consent.objects.filter(contact_id__in=ids).values_list(
+        "contact_id", "purpose", "granted", "changed_at"
+    ):
+        targets.by_id[contact_id].consents[purpose] = (granted, micros(changed_at))
+    if keys.tags:
         through = Contact.tags.through
         for contact_id, tag_name in through.objects.filter(contact_id__in=ids).values_list("contact_id", "tag__name"):
             targets.by_id[contact_id].tags.add(tag_name)
@@ -418,7 +465,9 @@ def pg_array(values: Iterable[Any]) -> str:
     return "{" + ",".join('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
-def _contacts_pg(exts: list[str], emails: list[str], phones: list[str], lock: bool) -> list[Target]:
+def fetch_targets_job(keys: TargetKeys, *, lock: bool) -> Callable[[Any], tuple[list, list, list]]:
+    """PostgreSQL: the job (``job(psycopg cursor)``) that fetches the contacts matching ``keys`` (locked with
+    ``lock``), their consent and, when ``keys.tags``, their tags' names, as plain rows."""
     table = _q(Contact._meta.db_table)
     columns = ", ".join(_q(c) for c in TARGET_FIELDS[:-1])
     sql = (
@@ -428,18 +477,52 @@ def _contacts_pg(exts: list[str], emails: list[str], phones: list[str], lock: bo
     )
     if lock:
         sql += " FOR UPDATE"
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [pg_array(exts), pg_array(emails), pg_array(phones)])
-        targets = {row[0]: Target(*row[:-1], json.loads(row[-1])) for row in cursor.fetchall()}
-        if targets:
-            cursor.execute(
-                "SELECT contact_id, purpose, granted, (extract(epoch FROM changed_at) * 1000000)::bigint "  # noqa: S608
-                f"FROM {_q(Consent._meta.db_table)} WHERE contact_id = ANY(%s::bigint[])",
-                [pg_array(targets)],
-            )
-            for contact_id, purpose, granted, changed_at in cursor.fetchall():
-                targets[contact_id].consents[purpose] = (granted, changed_at)
-    return list(targets.values())
+    params = [pg_array(keys.exts), pg_array(keys.emails), pg_array(keys.phones)]
+    consent_sql = (
+        "SELECT contact_id, purpose, granted, (extract(epoch FROM changed_at) * 1000000)::bigint "  # noqa: S608
+        f"FROM {_q(Consent._meta.db_table)} WHERE contact_id = ANY(%s::bigint[])"
+    )
+    through = Contact.tags.through
+    tag_sql = (
+        f"SELECT l.contact_id, t.name FROM {_q(through._meta.db_table)} l "  # noqa: S608
+        f"JOIN {_q(Tag._meta.db_table)} t ON t.id = l.tag_id WHERE l.contact_id = ANY(%s::bigint[])"
+    )
+    with_tags = keys.tags
+
+    def job(cursor) -> tuple[list, list, list]:
+        cursor.execute(sql, params)
+        contacts = cursor.fetchall()
+        if not contacts:
+            return contacts, [], []
+        ids = "{" + ",".join(str(row[0]) for row in contacts) + "}"
+        cursor.execute(consent_sql, [ids])
+        consents = cursor.fetchall()
+        tags = []
+        if with_tags:
+            cursor.execute(tag_sql, [ids])
+            tags = cursor.fetchall()
+        return contacts, consents, tags
+
+    return job
+
+
+#: 19 digits in a row: maybe an integer beyond 64 bits, which orjson would read as a float.
+_LONG_DIGITS = re.compile(r"\d{19}")
+
+
+def json_loads(text: str) -> Any:
+    """JSON from the database, exactly: orjson, or the standard library when the text may hold a big integer."""
+    return json.loads(text) if _LONG_DIGITS.search(text) else orjson.loads(text)
+
+
+def _build_targets(contacts: list, consents: list, tags: list) -> Targets:
+    targets = _index(Target(*row[:-1], json_loads(row[-1])) for row in contacts)
+    by_id = targets.by_id
+    for contact_id, purpose, granted, changed_at in consents:
+        by_id[contact_id].consents[purpose] = (granted, changed_at)
+    for contact_id, name in tags:
+        by_id[contact_id].tags.add(name)
+    return targets
 
 
 def _contacts_orm(exts: list[str], emails: list[str], phones: list[str], lock: bool) -> list[tuple]:
@@ -459,7 +542,8 @@ def _contacts_orm(exts: list[str], emails: list[str], phones: list[str], lock: b
 class Seen:
     """What earlier rows of the file already claimed: their keys and their contacts (for in-file duplicates)."""
 
-    keys: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: key kind ("ext", "email", "phone") → value → the first row that imports it
+    keys: dict[str, dict[str, int]] = field(default_factory=lambda: {key: {} for key in ID_KEYS})
     contacts: dict[int, int] = field(default_factory=dict)
 
     def register(self, row: dict[str, Any], action: str, contact_id: int | None) -> None:
@@ -468,11 +552,11 @@ class Seen:
         number = row["r"]
         keys = self.keys
         if "ext" in row:
-            keys.setdefault(("ext", row["ext"]), number)
+            keys["ext"].setdefault(row["ext"], number)
         if "email" in row:
-            keys.setdefault(("email", row["email"]), number)
+            keys["email"].setdefault(row["email"], number)
         if "phone" in row:
-            keys.setdefault(("phone", row["phone"]), number)
+            keys["phone"].setdefault(row["phone"], number)
         if contact_id is not None:
             self.contacts.setdefault(contact_id, number)
 
@@ -496,9 +580,9 @@ def decide(
     if "errors" in row:
         return {"a": ERROR, "c": None, "errors": row["errors"]}
     seen_keys = seen.keys
-    present = [(key, row[key]) for key in ("ext", "email", "phone") if key in row]
+    present = [(key, row[key]) for key in ID_KEYS if key in row]
     for key, value in present:
-        first = seen_keys.get((key, value))
+        first = seen_keys[key].get(value)
         if first is not None:
             return {
                 "a": SKIP,
@@ -516,7 +600,7 @@ def decide(
             }
     target = None
     matched_by = ""
-    indexes = {"ext": targets.by_ext, "email": targets.by_email, "phone": targets.by_phone}
+    indexes = targets.by_key
     for key, value in present:
         target = indexes[key].get(value)
         if target is not None:
@@ -577,7 +661,7 @@ def decide(
         }
     changes: dict[str, Any] = {}
     old: dict[str, Any] = {}  # what each change overwrites
-    empty = set(row.get("empty") or ()) if overwrite_empty else set()
+    empty = set(row["empty"]) if overwrite_empty and "empty" in row else _NOTHING
     for name in PROFILE_FIELDS:
         current = getattr(target, name)
         new = row.get(name)
@@ -597,9 +681,12 @@ def decide(
         if current is _MISSING or current != value or type(current) is not type(value):
             attrs[key] = value
             old[f"attr:{key}"] = None if current is _MISSING else current
-    unset = sorted(e[5:] for e in empty if e.startswith("attr:") and e[5:] in target.attributes and e[5:] not in attrs)
-    for key in unset:
-        old[f"attr:{key}"] = target.attributes[key]
+    unset = []
+    if empty:
+        current_attrs = target.attributes
+        unset = sorted(e[5:] for e in empty if e.startswith("attr:") and e[5:] in current_attrs and e[5:] not in attrs)
+        for key in unset:
+            old[f"attr:{key}"] = current_attrs[key]
     consent_changes = {}
     for purpose, granted in consents.items():
         state = target.consents.get(purpose)
@@ -626,6 +713,7 @@ def decide(
 
 
 _MISSING = object()
+_NOTHING: frozenset[str] = frozenset()
 
 
 def digest(decision: dict[str, Any]) -> str:
@@ -697,7 +785,8 @@ def sample_entry(row: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any
     }
 
 
-def iter_batches(items: Iterable[Any], size: int = BATCH_SIZE) -> Iterator[list[Any]]:
+def iter_batches(items: Iterable[Any], size: int | None = None) -> Iterator[list[Any]]:
+    size = size or BATCH_SIZE
     batch: list[Any] = []
     for item in items:
         batch.append(item)
@@ -727,8 +816,10 @@ def build_plan(
         gz.write(dumps(header) + b"\n")
         parser = RowParser(columns)
         rows = (parser(number, cells) for number, cells in table.rows())
-        for batch in iter_batches(rows):
-            targets = load_targets(r for r in batch if not r.get("errors"))
+
+        def decide_batch(batch: list[dict[str, Any]], loading: Callable[[], Targets]) -> None:
+            targets = loading()
+            lines = []
             for row in batch:
                 with_old = len(summary.sample) < SAMPLE_SIZE
                 decision = decide(
@@ -743,10 +834,22 @@ def build_plan(
                 summary.add(row, decision)
                 if with_old:
                     summary.sample.append(sample_entry(row, decision))
-                entry = {"row": row, "a": decision["a"], "c": decision.get("c"), "h": digest(decision)}
-                gz.write(dumps(entry) + b"\n")
+                lines.append(dumps({"row": row, "a": decision["a"], "c": decision.get("c"), "h": digest(decision)}))
+            lines.append(b"")
+            gz.write(b"\n".join(lines))
             if progress:
                 progress(summary.rows, total)
+
+        # The contacts of a batch are fetched (on PostgreSQL, by the queue's thread) while the next batch is parsed.
+        with StatementQueue() as queue:
+            pending = None
+            for batch in iter_batches(rows):
+                loading = submit_targets(queue, (r for r in batch if not r.get("errors")), lock=False)
+                if pending is not None:
+                    decide_batch(*pending)
+                pending = (batch, loading)
+            if pending is not None:
+                decide_batch(*pending)
     return summary
 
 

@@ -1,4 +1,8 @@
-"""Consent: the current state per contact and purpose, and its append-only history."""
+"""Consent: the current state per contact and purpose, and its append-only history.
+
+The writers, both with one rule (a change takes effect when it differs from the state and is not older than it):
+``consent_record_many`` (any database; the API, ingest, contacts, imports on SQLite) and ``ConsentBulkRecorder``
+(PostgreSQL, set-based, for imports)."""
 
 from __future__ import annotations
 
@@ -71,3 +75,63 @@ def consent_record_many(*, changes: Iterable[ConsentInput]) -> int:
     )
     ConsentChange.objects.bulk_create(history)
     return len(history)
+
+
+class ConsentBulkRecorder:
+    """PostgreSQL: ``consent_record_many``'s rule for many changes that share one time and source (an import), in
+    set-based statements, for use inside one transaction through ``crm.db.StatementQueue``.
+
+    ``job(changes)`` formats the changes (``{(contact id, purpose): granted}``, one per pair) in the caller's thread
+    and returns the job that writes them: ``COPY`` into a temporary table, then one statement that upserts the
+    current state where the change takes effect (it differs from the state and is not older than it; a newer
+    decision, such as an unsubscribe after the file was uploaded, is never overridden) and appends exactly the rows it
+    changed to the history (``RETURNING``). The job returns how many changes took effect."""
+
+    STAGE = "loop_consent_stage"
+
+    def __init__(self, *, changed_at: datetime, source: str):
+        self.changed_at = changed_at
+        self.source = source[:100]
+        self._staged = False
+
+    def job(self, changes: dict[tuple[int, str], bool], *, recorded_at: datetime):
+        unknown = {purpose for _contact, purpose in changes} - PURPOSES
+        if unknown:
+            raise ValueError(f"unknown consent purpose(s): {', '.join(sorted(unknown))}")
+        if not changes:
+            return lambda cursor: 0
+        data = "".join(
+            f"{contact_id}\t{purpose}\t{'t' if granted else 'f'}\n"
+            for (contact_id, purpose), granted in sorted(changes.items())
+        ).encode()
+        # The staging table lives until the transaction ends; it may exist already (two imports in one transaction).
+        prepare = [f"TRUNCATE {self.STAGE}"]
+        if not self._staged:
+            prepare.insert(
+                0,
+                f"CREATE TEMP TABLE IF NOT EXISTS {self.STAGE} (contact_id bigint, purpose text, granted boolean) "
+                "ON COMMIT DROP",
+            )
+        self._staged = True
+        consent, history = Consent._meta.db_table, ConsentChange._meta.db_table
+        statement = (
+            f"WITH changed AS (INSERT INTO {consent} AS c (contact_id, purpose, granted, changed_at, source) "  # noqa: S608
+            f"SELECT contact_id, purpose, granted, %(at)s, %(source)s FROM {self.STAGE} ORDER BY contact_id, purpose "
+            "ON CONFLICT (contact_id, purpose) DO UPDATE SET granted = EXCLUDED.granted, "
+            "changed_at = EXCLUDED.changed_at, source = EXCLUDED.source "
+            "WHERE c.granted <> EXCLUDED.granted AND c.changed_at <= EXCLUDED.changed_at "
+            "RETURNING c.contact_id, c.purpose, c.granted) "
+            f"INSERT INTO {history} (contact_id, purpose, granted, changed_at, source, recorded_at) "
+            "SELECT contact_id, purpose, granted, %(at)s, %(source)s, %(now)s FROM changed"
+        )
+        params = {"at": self.changed_at, "source": self.source, "now": recorded_at}
+
+        def write(cursor) -> int:
+            for sql in prepare:
+                cursor.execute(sql)
+            with cursor.copy(f"COPY {self.STAGE} FROM STDIN") as copy:
+                copy.write(data)
+            cursor.execute(statement, params)
+            return cursor.rowcount
+
+        return write

@@ -94,9 +94,10 @@ def _progress_saver(contact_import: ContactImport, progress: Progress | None) ->
 
 
 def contact_import_upload(
-    *, file: IO[bytes], file_name: str, options: dict[str, Any] | None = None, user=None
+    *, file: IO[bytes], file_name: str, options: dict[str, Any] | None = None, user=None, count_rows: bool = True
 ) -> ContactImport:
-    """Store the upload and read its format, encoding, header and row count. Status ``pending`` (or ``failed``)."""
+    """Store the upload and read its format, encoding, header and (unless ``count_rows`` is false: the caller plans
+    it at once, and planning counts) its row count. Status ``pending`` (or ``failed``)."""
     plan_options = PlanOptions.from_dict(options or {})
     name = os.path.basename(file_name or "contacts.csv")[:255] or "contacts.csv"
     contact_import = ContactImport(
@@ -123,7 +124,8 @@ def contact_import_upload(
         table = open_table(_opener(contact_import))
         contact_import.file_format = table.format
         contact_import.encoding = table.encoding
-        contact_import.total_rows = _count_rows(table)
+        if count_rows:
+            contact_import.total_rows = _count_rows(table)
         contact_import.column_mapping = {
             "header_row": table.header_row,
             "delimiter": table.delimiter,
@@ -199,7 +201,7 @@ def contact_import_preview(
     *, file: IO[bytes], file_name: str, options: dict[str, Any] | None = None, user=None, progress=None
 ) -> ContactImport:
     """Upload and preview at once, whatever the size (the command line, tests, the benchmark)."""
-    contact_import = contact_import_upload(file=file, file_name=file_name, options=options, user=user)
+    contact_import = contact_import_upload(file=file, file_name=file_name, options=options, user=user, count_rows=False)
     if contact_import.status == Status.FAILED:
         return contact_import
     return contact_import_plan(contact_import=contact_import, progress=progress)

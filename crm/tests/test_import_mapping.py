@@ -219,9 +219,20 @@ def test_numbers_and_codes():
     assert m.parse_number("₩12,000") == 12000
     assert m.parse_number("12000원") == 12000
     assert m.parse_number("-3.5") == -3.5
-    for code in ("04524", "010-1234", "1,23", "12.000,5", "1234567890123456"):
+    for code in ("04524", "010-1234", "1,23", "12.000,5", "1234567890123456", "123,456,789,012,345,678", "00"):
         with pytest.raises(CellError):
             m.parse_number(code)
+    # The fast path for plain whole numbers reads exactly what the full parser reads.
+    for plain in ("0", "7", "500", "12,345", "1,234,567", "123456789012345", " 12", "12,34,567", "+5"):
+        try:
+            slow = m.parse_number(f"₩{plain}")  # the prefix takes the full path
+        except CellError:
+            slow = "refused"
+        try:
+            fast = m.parse_number(plain)
+        except CellError:
+            fast = "refused"
+        assert fast == slow, plain
 
 
 def sniff(*values):
@@ -243,6 +254,10 @@ def test_type_inference():
     assert sniff(datetime(2024, 1, 2), datetime(2024, 1, 3)) == m.DATE
     assert sniff(True, False) == m.BOOLEAN
     assert sniff() == m.TEXT
+    # Repeated texts are remembered; Excel's TRUE and 1 are equal in Python but still make the column text.
+    assert sniff("12,000", "500", "12,000", "500", "GOLD", "500") == m.TEXT
+    assert sniff(True, 1) == m.TEXT
+    assert sniff("Y", "N", "Y", "1") == m.TEXT  # "1" is no yes/no in an attribute column, "Y" no number
 
 
 def test_attribute_values_follow_the_column_type():

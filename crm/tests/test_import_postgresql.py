@@ -1,15 +1,19 @@
-"""On PostgreSQL, the COPY/set-based writer leaves the database exactly as the ORM writer (consent_record_many)."""
+"""On PostgreSQL: the COPY/set-based writer leaves the database exactly as the ORM writer (consent_record_many), with
+the statements on the StatementQueue's thread, over several batches; conflicts found while writing roll back."""
 
 from datetime import timedelta
 
+import psycopg
 import pytest
 from django.utils import timezone, translation
 
-from crm.importing import apply, bulk
-from crm.models import Consent, ConsentChange, Contact, ContactList, Tag
-from crm.services.consent import ConsentInput, consent_record_many
+from crm.db import StatementQueue
+from crm.importing import apply, bulk, plan
+from crm.models import Consent, ConsentChange, Contact, ContactImport, ContactList, Tag
+from crm.services.consent import ConsentBulkRecorder, ConsentInput, consent_record_many
+from crm.services.imports import contact_import_apply, contact_import_confirm
 from crm.tests.factories import ContactFactory, ContactListFactory, TagFactory
-from crm.tests.import_helpers import csv_bytes, run_import
+from crm.tests.import_helpers import csv_bytes, preview, run_import
 
 pytestmark = [pytest.mark.django_db, pytest.mark.integration]
 
@@ -70,7 +74,18 @@ def reset():
     ContactList.objects.all().delete()
 
 
-def test_copy_writer_and_orm_writer_write_the_same(postgresql, settings, tmp_path, monkeypatch):
+@pytest.fixture
+def media(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+
+@pytest.mark.parametrize("batch_size", [5_000, 2])
+def test_copy_writer_and_orm_writer_write_the_same(postgresql, settings, tmp_path, monkeypatch, batch_size):
+    # Batches of 2 rows: the queue's thread writes a batch while the next is checked, ids are taken ahead in chunks
+    # smaller than the import (and once on demand).
+    monkeypatch.setattr(plan, "BATCH_SIZE", batch_size)
+    monkeypatch.setattr(bulk.IdPool, "CHUNK", 2)
     settings.MEDIA_ROOT = tmp_path
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     now = timezone.now()
@@ -100,3 +115,104 @@ def test_copy_writer_and_orm_writer_write_the_same(postgresql, settings, tmp_pat
     assert n3.name == '역\\슬래시, "따옴표"'
     assert n3.attributes == {"등급": "\\N"}
     assert ("N3", "탭\t과\n줄바꿈") in tags
+
+
+def consent_case(now):
+    """Four contacts with consent states of every kind, and an import's changes for them."""
+    past, future = now - timedelta(days=1), now + timedelta(days=1)
+    contacts = ContactFactory.create_batch(4)
+    a, b, c, d = (x.pk for x in contacts)
+    consent_record_many(
+        changes=[
+            ConsentInput(a, "sms", False, past, "signup"),
+            ConsentInput(b, "email", True, past, "signup"),
+            ConsentInput(c, "email", False, past, "signup"),
+            ConsentInput(d, "email", True, future, "preference_center"),
+        ]
+    )
+    changes = {
+        (a, "email"): True,  # no state: recorded
+        (a, "sms"): True,  # older, opposite: recorded
+        (b, "email"): True,  # the same: nothing
+        (c, "email"): True,  # older, opposite: recorded
+        (d, "email"): False,  # newer, opposite: the newer decision stays
+    }
+    return contacts, changes
+
+
+def consent_snapshot(contacts):
+    index = {c.pk: i for i, c in enumerate(contacts)}
+    state = sorted((index[k.contact_id], k.purpose, k.granted, k.changed_at, k.source) for k in Consent.objects.all())
+    history = sorted(
+        (index[h.contact_id], h.purpose, h.granted, h.changed_at, h.source) for h in ConsentChange.objects.all()
+    )
+    return state, history
+
+
+def test_consent_bulk_recorder_follows_consent_record_many(postgresql):
+    now = timezone.now()
+    contacts, changes = consent_case(now)
+    inputs = [ConsentInput(cid, purpose, granted, now, "import:1") for (cid, purpose), granted in changes.items()]
+    assert consent_record_many(changes=inputs) == 3
+    expected = consent_snapshot(contacts)
+
+    Contact.objects.all().delete()
+    contacts, changes = consent_case(now)
+    recorder = ConsentBulkRecorder(changed_at=now, source="import:1")
+    with StatementQueue() as queue:
+        assert queue.run(recorder.job(changes, recorded_at=now)) == 3
+        assert consent_snapshot(contacts) == expected
+        # Used again in the same transaction (the next batch): the staging table is emptied first.
+        assert queue.run(recorder.job({}, recorded_at=now)) == 0
+        assert queue.run(recorder.job({(contacts[1].pk, "push"): True}, recorded_at=now)) == 1
+    assert Consent.objects.filter(source="import:1").count() == 4
+    with pytest.raises(ValueError, match="unknown consent purpose"):
+        recorder.job({(contacts[0].pk, "fax"): True}, recorded_at=now)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_contact_created_by_another_connection_while_the_import_writes_is_reported(postgresql, media, monkeypatch):
+    """Between the check of a batch and its COPY another process creates a contact with a member ID the batch
+    creates: nothing of the import is written, the preview is recomputed with a notice, confirming again applies."""
+    from django.db import connection
+
+    ci = preview(csv_bytes("회원ID,이름,수신동의", "N1,김민준,Y", "N2,이서연,N"))
+    assert (ci.new_count, ci.updated_count) == (2, 0)
+    original = bulk.PgCopyWriter.write
+
+    def racing_write(self, decided, targets):
+        with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
+            other.execute(
+                "INSERT INTO crm_contact (external_id, email, phone, name, locale, time_zone, attributes, "
+                "order_count, total_revenue, created_at, updated_at) "
+                "VALUES ('N2', '', '', '다른 사람', '', '', '{}', 0, 0, now(), now())"
+            )
+        monkeypatch.setattr(bulk.PgCopyWriter, "write", original)
+        original(self, decided, targets)
+
+    monkeypatch.setattr(bulk.PgCopyWriter, "write", racing_write)
+    with translation.override("en"):
+        ci = contact_import_apply(contact_import=ci)
+    assert ci.status == "previewed"
+    assert "Nothing was imported: 1 row would now do something else" in ci.preview["notice"]
+    assert list(Contact.objects.values_list("external_id", "name")) == [("N2", "다른 사람")]
+    assert not Consent.objects.exists()
+    assert not ConsentChange.objects.exists()
+    assert (ci.new_count, ci.updated_count) == (1, 1)  # the new preview: N2 exists now
+    ci = contact_import_confirm(contact_import=ci)
+    assert ci.status == "completed"
+    assert dict(Contact.objects.values_list("external_id", "name")) == {"N1": "김민준", "N2": "이서연"}
+    assert ContactImport.objects.get(pk=ci.pk).new_count == 1
+
+
+def test_id_pool_takes_ids_ahead_and_on_demand(postgresql):
+    with StatementQueue() as queue:
+        ahead = bulk.IdPool(queue, Contact._meta.db_table, expected=3)
+        first = ahead.take(2) + ahead.take(1)
+        more = ahead.take(2)  # beyond what the preview counted: taken on demand
+        on_demand = bulk.IdPool(queue, Contact._meta.db_table, expected=0).take(2)
+    ids = first + more + on_demand
+    assert len(set(ids)) == 7
+    assert ids == sorted(ids)
+    contact = ContactFactory()  # the sequence never hands them out again
+    assert contact.pk > max(ids)

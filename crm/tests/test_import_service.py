@@ -573,3 +573,65 @@ def test_existing_attributes_are_kept_exactly_when_a_contact_is_updated():
     ci = run_import(csv_bytes("회원ID,등급", "X1,GOLD"))
     assert ci.updated_count == 1
     assert contact("X1").attributes == {"big": big, "nested": {"a": [1, 2]}, "등급": "GOLD"}
+
+
+def test_rows_matching_a_contact_an_earlier_batch_changed_are_decided_as_in_the_preview(monkeypatch):
+    """The preview decides every row against the contacts as they were before the import; the apply writes batch by
+    batch (on PostgreSQL the next batch is read while the previous one is written). Rows of a later batch that match
+    a contact an earlier batch changed (its email moved, it got a member ID) keep the preview's decision."""
+    from crm.importing import plan
+
+    monkeypatch.setattr(plan, "BATCH_SIZE", 2)
+    moved = ContactFactory(external_id="C1", email="old@example.com", phone="", name="김민준")
+    named = ContactFactory(external_id=None, email="c2@example.com", phone="+821022220000", name="이서연")
+    content = csv_bytes(
+        "회원ID,이메일,휴대폰,이름",
+        "C1,new@example.com,,김민준",  # batch 1: moves C1's email
+        "E2,c2@example.com,,이서연",  # batch 1: gives the second contact a member ID
+        "N1,n1@example.com,,박지훈",  # batch 2
+        "N2,n2@example.com,,최수아",  # batch 2
+        ",old@example.com,,김민준",  # batch 3: C1's old email: a duplicate of row 2, as the preview saw it
+        "X9,old@example.com,,김민준",  # batch 3: another member ID with C1's old email: a conflict
+        "E3,,010-2222-0000,이서연",  # batch 3: the second contact's phone: a duplicate (it had no member ID)
+    )
+    ci = preview(content)
+    assert counts(ci) == {"new": 2, "updated": 2, "unchanged": 0, "skipped": 2, "errors": 1}
+    assert [(e["row"], e["code"]) for e in ci.errors] == [(6, "duplicate"), (7, "conflict"), (8, "duplicate")]
+    ci = contact_import_apply(contact_import=ci)
+    assert ci.status == Status.COMPLETED, ci.preview.get("notice")
+    assert counts(ci) == {"new": 2, "updated": 2, "unchanged": 0, "skipped": 2, "errors": 1}
+    moved.refresh_from_db()
+    named.refresh_from_db()
+    assert (moved.email, named.external_id) == ("new@example.com", "E2")
+    assert Contact.objects.count() == 4
+
+
+def test_statement_queue_runs_jobs_in_order_and_stops_after_a_failure():
+    from django.db import connection
+
+    from crm.db import StatementQueue
+
+    def query(sql, params=()):
+        def job(cursor):
+            cursor.execute(sql, params)
+            return cursor.fetchone()
+
+        return job
+
+    contact = ContactFactory(name="before")
+    with StatementQueue() as queue:
+        assert queue.threaded == (connection.vendor == "postgresql")  # a thread on PostgreSQL, at once on SQLite
+        queue.submit(
+            lambda cursor: cursor.execute("UPDATE crm_contact SET name = 'queued' WHERE id = %s", [contact.pk])
+        )
+        seen = queue.submit(query("SELECT name FROM crm_contact WHERE id = %s", [contact.pk]))
+        failing = queue.submit(query("SELECT * FROM no_such_table"))
+        after = queue.submit(query("SELECT 1"))
+        assert seen.result() == ("queued",)  # in order, in the caller's transaction
+        with pytest.raises(Exception, match="no_such_table") as first:
+            failing.result()
+        with pytest.raises(Exception, match="no_such_table") as second:  # not run: it carries the first failure
+            after.result()
+        assert second.value is first.value
+        with pytest.raises(Exception, match="no_such_table"):
+            queue.drain()
