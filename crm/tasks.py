@@ -2,15 +2,9 @@
 
 from celery import shared_task
 
-from config.logging import get_logger
 from crm import services
-from crm.services.event_processing import events_backlog, events_process_pending
+from crm.services.event_processing import events_process_pending, events_sweep
 from crm.services.imports import contact_import_run_apply, contact_import_run_preview
-
-logger = get_logger(__name__)
-
-#: The sweep logs a warning when the oldest queued event has waited longer than this many seconds.
-BACKLOG_WARNING_SECONDS = 60
 
 
 @shared_task(name="crm.record_heartbeat", ignore_result=True)
@@ -40,15 +34,5 @@ def events_process_task() -> None:
 
 @shared_task(name="crm.events_sweep", ignore_result=True)
 def events_sweep_task() -> None:
-    """Every few seconds (celery-beat): apply events whose task was lost, and warn when the backlog grows old."""
-    backlog = events_backlog()
-    age = backlog.oldest_age()
-    if backlog.failed or (age is not None and age.total_seconds() > BACKLOG_WARNING_SECONDS):
-        logger.warning(
-            "events.backlog",
-            pending=backlog.pending,
-            failed=backlog.failed,
-            oldest_seconds=round(age.total_seconds(), 1) if age is not None else None,
-        )
-    if backlog.pending:
-        events_process_pending()
+    """Every few seconds (celery-beat): apply events whose task was lost; warn when the backlog grows old."""
+    events_sweep()

@@ -393,6 +393,8 @@ class Backlog:
         return max(timedelta(0), (now or timezone.now()) - self.oldest_received_at)
 
 
+#: The sweep logs a warning when the oldest queued event has waited longer than this, or when events failed.
+BACKLOG_WARNING_AGE = timedelta(seconds=60)
 #: Backlog counts stop at this many rows (a count of a huge backlog would be a slow health check).
 BACKLOG_COUNT_LIMIT = 100_000
 
@@ -413,3 +415,20 @@ def events_retry_failed(*, event_ids: Iterable[int] | None = None) -> int:
     if event_ids is not None:
         rows = rows.filter(event_id__in=list(event_ids))
     return rows.update(failed_at=None, error="")
+
+
+def events_sweep(*, warn_after: timedelta = BACKLOG_WARNING_AGE) -> ProcessResult | None:
+    """The beat sweep: apply anything queued (events whose processing task was lost are applied within one sweep
+    interval) and log a warning when the backlog is old or events failed. None when nothing was queued."""
+    backlog = events_backlog()
+    age = backlog.oldest_age()
+    if backlog.failed or (age is not None and age > warn_after):
+        logger.warning(
+            "events.backlog",
+            pending=backlog.pending,
+            failed=backlog.failed,
+            oldest_seconds=round(age.total_seconds(), 1) if age is not None else None,
+        )
+    if not backlog.pending:
+        return None
+    return events_process_pending()
