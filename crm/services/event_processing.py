@@ -29,6 +29,7 @@ and deadlocks are not isolated: the batch rolls back and is retried whole.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -351,10 +352,14 @@ def _process_batch(batch_size: int, source_names: dict[int, str]) -> _Batch | No
     return outcome
 
 
-def events_process_pending(*, batch_size: int = BATCH_SIZE, max_batches: int | None = None) -> ProcessResult:
+def events_process_pending(
+    *, batch_size: int = BATCH_SIZE, max_batches: int | None = None, linger: float = 0.0
+) -> ProcessResult:
     """Apply queued events to derived state, oldest first, one batch per transaction, until none is left (or
     ``max_batches``). Safe to run in any number of workers at once, and again after a crash (see the module
-    docstring). Returns what was done; ``busy`` when another worker was already at it."""
+    docstring). ``linger``: when nothing is left, wait this long and look once more before returning (the task
+    does, see ``crm.services.ingest.PROCESS_TRIGGER_MEMO_SECONDS``). Returns what was done; ``busy`` when another
+    worker was already at it."""
     cache.delete(PROCESS_TRIGGER_KEY)  # requests from now on queue a new task: nothing committed later is missed
     result = ProcessResult()
     source_names: dict[int, str] = {}
@@ -366,9 +371,14 @@ def events_process_pending(*, batch_size: int = BATCH_SIZE, max_batches: int | N
             break
         if not batch.claimed:
             # Rows committed while this worker held the lane may have been invisible to its claim, and a worker
-            # started meanwhile found the lane taken and returned: look once more, without the lock.
+            # started meanwhile found the lane taken and returned; a request may have relied on this task being
+            # on its way (the trigger's memo): look once more, after ``linger``, without the lock.
             empty_looks += 1
-            if empty_looks > 1 or not UnprocessedEvent.objects.filter(failed_at__isnull=True).exists():
+            if empty_looks > 1:
+                break
+            if linger:
+                time.sleep(linger)
+            if not UnprocessedEvent.objects.filter(failed_at__isnull=True).exists():
                 break
             continue
         empty_looks = 0

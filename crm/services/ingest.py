@@ -22,6 +22,7 @@ Events are visible on the contact's timeline and in the API as soon as the reque
 
 from __future__ import annotations
 
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -299,9 +300,22 @@ def event_record_batch(*, source: Source, messages: list[Message], received_at: 
     return result
 
 
+#: A web process that found a processing task queued (or queued one) does not ask again for this long: under load
+#: the trigger costs one cache round trip per process and interval, not one per request. That task, if it started
+#: meanwhile, looks once more for new events after finding none, later than this (``crm.tasks``), so an event
+#: committed in the interval is still applied by it.
+PROCESS_TRIGGER_MEMO_SECONDS = 0.1
+_trigger_seen_at = 0.0
+
+
 def events_process_soon() -> None:
     """Make sure a processing task is queued (called after the events' commit). Coalesced: while one is queued and
-    not yet started, further calls cost one cache round trip and queue nothing."""
+    not yet started, further calls queue nothing."""
+    global _trigger_seen_at
+    now = time.monotonic()
+    if now - _trigger_seen_at < PROCESS_TRIGGER_MEMO_SECONDS:
+        return
+    _trigger_seen_at = now
     if cache.add(PROCESS_TRIGGER_KEY, 1, timeout=PROCESS_TRIGGER_SECONDS):
         from crm.tasks import events_process_task
 

@@ -21,7 +21,7 @@ from django.db import OperationalError, connections
 from crm import tasks
 from crm.ingest.messages import parse_message
 from crm.models import Cart, Contact, ContactAlias, Event, Order, Source, UnprocessedEvent
-from crm.services import event_processing
+from crm.services import event_processing, ingest
 from crm.services.contacts import contact_erase
 from crm.services.event_processing import (
     LANE_LOCK_KEY,
@@ -287,17 +287,40 @@ def test_a_processing_task_is_queued_once_while_one_is_pending(source, monkeypat
     from django.core.cache import cache
 
     cache.delete(PROCESS_TRIGGER_KEY)
+    monkeypatch.setattr(ingest, "_trigger_seen_at", 0.0)
     with django_capture_on_commit_callbacks(execute=True):
         event_record_batch(source=source, messages=msgs(added("a")))
+    monkeypatch.setattr(ingest, "_trigger_seen_at", ingest._trigger_seen_at - 1)  # this process asks again...
     with django_capture_on_commit_callbacks(execute=True):
-        event_record_batch(source=source, messages=msgs(added("b")))
+        event_record_batch(source=source, messages=msgs(added("b")))  # ... and finds the task still queued
     with django_capture_on_commit_callbacks(execute=True):
         event_record_batch(source=source, messages=msgs(added("a")))  # a duplicate stores nothing, queues nothing
     assert queued == [1]
     events_process_pending()  # the task started: requests from now on queue the next one
     with django_capture_on_commit_callbacks(execute=True):
         event_record_batch(source=source, messages=msgs(added("c")))
+    assert queued == [1]  # ... after this process's memo of the trigger (it asked moments ago)
+    monkeypatch.setattr(ingest, "_trigger_seen_at", ingest._trigger_seen_at - 1)  # a second later
+    with django_capture_on_commit_callbacks(execute=True):
+        event_record_batch(source=source, messages=msgs(added("d")))
     assert queued == [1, 1]
+
+
+def test_the_task_looks_again_after_its_linger_for_events_whose_request_relied_on_it(source, monkeypatch):
+    event_record_batch(source=source, messages=msgs(added("a")))
+    lingered = []
+
+    def a_request_commits_meanwhile(seconds):  # its trigger memo said "a task is on its way": it queued none
+        if not lingered:
+            event_record_batch(source=source, messages=msgs(added("b")))
+        lingered.append(seconds)
+
+    monkeypatch.setattr(event_processing.time, "sleep", a_request_commits_meanwhile)
+    tasks.events_process_task()
+    assert lingered == [tasks.PROCESS_LINGER_SECONDS] * 2  # after "a", and after "b" (then nothing came)
+    assert tasks.PROCESS_LINGER_SECONDS > ingest.PROCESS_TRIGGER_MEMO_SECONDS
+    assert not UnprocessedEvent.objects.exists()
+    assert Cart.objects.get().items[0]["quantity"] == 2
 
 
 def test_healthz_reports_the_backlog(client, source):
