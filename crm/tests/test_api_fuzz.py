@@ -222,6 +222,14 @@ def test_nul_characters_are_stored_as_replacement_characters(client):
     assert client.get("/api/v1/contacts", {"email": "a\u0000@b.co"}).json()["results"] == []
 
 
+def test_lone_surrogates_are_stored_as_replacement_characters(client):
+    """A surrogate escape without its pair is valid JSON but neither UTF-8 nor PostgreSQL can hold it (once a 500)."""
+    body = '{"userId": "u1", "event": "A\\ud800B", "properties": {"x\\uDC00": "\\ud83d\\ude00 \\udbff"}}'
+    assert _post(client, "/api/v1/track", body).status_code == 200
+    event = Event.objects.get()
+    assert (event.name, event.properties) == ("A\ufffdB", {"x\ufffd": "\U0001f600 \ufffd"})  # a pair is kept
+
+
 def test_revenue_stays_within_its_column(client):
     for i in range(3):
         order = {**TRACK, "messageId": f"m{i}", "properties": {"order_id": f"o{i}", "total": 999_999_999_999}}
