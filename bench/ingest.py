@@ -740,32 +740,34 @@ def run_phase(
         time.sleep(0.005)
     sampler.start()
     monitor.start()
-    profiler = None
+    profilers = []
     if args.profile and seconds:
-        # Sample the server's processes while the load runs: on-CPU samples only, or with --profile-wall also the
-        # samples where a thread waits (for PostgreSQL, a lock, a request), so the stacks split wall time.
-        out = Path(args.profile) / f"{phase}.collapsed"
-        profiler = subprocess.Popen(
-            [
-                args.py_spy,
-                "record",
-                "--pid",
-                str(server.pid),
-                "--subprocesses",
-                *(["--idle"] if args.profile_wall else []),
-                "--nonblocking",
-                "--rate",
-                "200",
-                "--duration",
-                str(max(1, int(seconds) - 1)),
-                "--format",
-                "raw",
-                "--output",
-                str(out),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        # Sample the server's and the Celery worker's processes while the load runs: on-CPU samples only, or with
+        # --profile-wall also the samples where a thread waits (for PostgreSQL, a lock, a request).
+        for name, pid in ((phase, server.pid), (f"{phase}-worker", workers[0].pid)):
+            profilers.append(
+                subprocess.Popen(
+                    [
+                        args.py_spy,
+                        "record",
+                        "--pid",
+                        str(pid),
+                        "--subprocesses",
+                        *(["--idle"] if args.profile_wall else []),
+                        "--nonblocking",
+                        "--rate",
+                        "200",
+                        "--duration",
+                        str(max(1, int(seconds) - 1)),
+                        "--format",
+                        "raw",
+                        "--output",
+                        str(Path(args.profile) / f"{name}.collapsed"),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
     gathered = [results.get() for _ in procs]
     cpu = sampler.snapshot()
     monitor.stop()
@@ -773,7 +775,7 @@ def run_phase(
     # until then, so the cost per request includes the worker's share.
     drain = monitor.wait_drained(timeout=args.drain_timeout)
     cpu_drained = sampler.stop()
-    if profiler is not None:
+    for profiler in profilers:
         profiler.wait()
     for proc in procs:
         proc.join()

@@ -312,6 +312,15 @@ def _announce(event_ids: list[int]) -> None:
             )
 
 
+def _dequeue(event_ids: list[int]) -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            sql = "DELETE FROM crm_unprocessedevent WHERE event_id = ANY(%s::bigint[])"
+            cursor.execute(sql, [int_array(event_ids)])
+    else:
+        UnprocessedEvent.objects.filter(event_id__in=event_ids).delete()
+
+
 def _process_batch(batch_size: int, source_names: dict[int, str]) -> _Batch | None:
     """One batch in one transaction; None when another worker holds the lane."""
     outcome = _Batch()
@@ -337,7 +346,7 @@ def _process_batch(batch_size: int, source_names: dict[int, str]) -> _Batch | No
             source_names.update(Source.objects.filter(id__in=missing).values_list("id", "name"))
         applied, failed = _apply_isolating(live, lambda chunk: _apply(chunk, source_names))
         failed_ids = {e.id for e, _exc in failed}
-        UnprocessedEvent.objects.filter(event_id__in=[i for i in claimed if i not in failed_ids | unlocked]).delete()
+        _dequeue([i for i in claimed if i not in failed_ids | unlocked])
         if failed:
             now = timezone.now()
             for event, exc in failed:
