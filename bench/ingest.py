@@ -373,12 +373,13 @@ def _all_process_cpu() -> dict[int, tuple[str, float]]:
     return found
 
 
-def _machine_cpu() -> tuple[float, float]:
-    """(busy seconds, total seconds) summed over all cores since boot."""
+def _machine_cpu() -> tuple[float, float, float]:
+    """(busy seconds, total seconds, of which interrupts and steal) summed over all cores since boot. Interrupt time
+    (the loopback network stack runs in softirq) and hypervisor steal belong to no process."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = values[3] + values[4]
     total = sum(values[:8])
-    return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS
+    return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS, sum(values[5:8]) / CLOCK_TICKS
 
 
 class CpuSampler:
@@ -450,6 +451,7 @@ class CpuSampler:
             **{group: delta(group) for group in self.first},
             "busy": machine[0] - self.machine[0],
             "total": machine[1] - self.machine[1],
+            "interrupts": machine[2] - self.machine[2],
             "top_other": sorted(others.items(), key=lambda item: -item[1])[:4],
         }
 
@@ -677,9 +679,9 @@ def wait_for_quiet(limit: float) -> None:
     """Wait (at most ``limit`` seconds) until the machine is nearly idle: other people's work skews the figures."""
     deadline = time.monotonic() + limit
     while True:
-        busy0, total0 = _machine_cpu()
+        busy0, total0, _ = _machine_cpu()
         time.sleep(2)
-        busy1, total1 = _machine_cpu()
+        busy1, total1, _ = _machine_cpu()
         share = (busy1 - busy0) / max(1e-9, total1 - total0)
         if share < 0.15 or time.monotonic() > deadline:
             print(f"   (machine {share:.0%} busy before this phase)")
@@ -864,8 +866,11 @@ def report_phase(result: dict, unit: str) -> dict:
         f"other {share['other']:.0%}  idle {share['idle']:.0%}"
     )
     figures["top_other"] = [(name, seconds / cpu["total"]) for name, seconds in cpu["top_other"]]
-    if figures["top_other"]:
-        print("   busiest other processes: " + ", ".join(f"{n} {v:.0%}" for n, v in figures["top_other"]))
+    figures["interrupts_share"] = cpu["interrupts"] / cpu["total"]
+    print(
+        f"   of the other: interrupts and steal {figures['interrupts_share']:.0%}; busiest other processes: "
+        + (", ".join(f"{n} {v:.0%}" for n, v in figures["top_other"]) or "none")
+    )
     # Per request, counting the worker until the backlog was drained.
     spent = result["cpu_drained"]
     requests = max(1, result["requests"])
