@@ -267,7 +267,7 @@ def _store_resolving(source: Source, batch: list[Message], received_at: datetime
 
 def event_record_batch(*, source: Source, messages: list[Message], received_at: datetime | None = None) -> IngestResult:
     """Store a batch of validated messages exactly once each and queue them for processing; see the module
-    docstring. Returns the new events' ids (in message order), the duplicates skipped and the contacts created."""
+    docstring. Returns the new events' ids, the duplicates skipped and the contacts created."""
     result = IngestResult()
     if not messages:
         return result
