@@ -1,27 +1,34 @@
-"""Ingest benchmark (issue #4): the tracking API under load through a real gunicorn process, on PostgreSQL.
+"""Ingest benchmark (issue #4): the tracking API under load through a real gunicorn process and a real Celery
+worker, on PostgreSQL and Redis.
 
-    .venv/bin/python bench/ingest.py [--database-url URL] [--seconds N] [--workers N] [--threads N] ...
+    .venv/bin/python bench/ingest.py [--database-url URL] [--seconds N] [--batch-rate N] [--single-rate N] ...
 
 What it does, in order:
 
 1. drops and creates the database (default ``postgres://postgres@127.0.0.1:5432/loop_bench``), migrates it and
-   creates a source with an API key (``crm.services.apikeys.api_key_create``);
-2. starts ``gunicorn config.wsgi`` (gthread workers, so HTTP keep-alive works) with ``API_RATE_LIMIT=1000000/s``;
+   creates a source with an API key (``crm.services.apikeys.api_key_create``); empties its Redis databases;
+2. starts ``gunicorn config.wsgi`` (gthread workers, so HTTP keep-alive works) with ``API_RATE_LIMIT=1000000/s``,
+   and a Celery worker and celery-beat, with Redis as cache and broker (as in production): the API stores events
+   and answers, the worker applies derived state (``crm.services.event_processing``);
 3. warms up: one ``identify`` per user through /api/v1/batch, so the measured phases meet known contacts, as a
    running shop's traffic does;
 4. drives load from separate load-generator processes (stdlib ``http.client``, one keep-alive connection per
-   thread) for ``--seconds`` each: (0) *floor*: POST /api/v1/track without a key, answered 401 before any SQL,
-   what gunicorn + Django + DRF cost per request; (a) POST /api/v1/batch with 100 Segment messages per request;
-   (b) POST /api/v1/track with one event per request. Prints events/s, requests/s, latency p50/p95/p99, errors,
-   where the cores' time went (gunicorn, PostgreSQL, the load generator, anything else on the machine, idle) and
-   the CPU-bound ceiling that the measured CPU cost per request allows on dedicated cores;
+   thread) for ``--seconds`` each, as fast as answered or paced at ``--batch-rate`` / ``--single-rate``: (0)
+   *floor*: POST /api/v1/track without a key, answered 401 before any SQL, what gunicorn + Django + DRF cost per
+   request; (a) POST /api/v1/batch with 100 Segment messages per request; (b) POST /api/v1/track with one event per
+   request. Prints events/s, requests/s, latency p50/p95/p99, errors, the processing lag (age of the oldest queued
+   event) and backlog, the time the worker took to drain it after the load, the sustained rate (acknowledged and
+   applied), where the cores' time went (gunicorn, worker, PostgreSQL, Redis, the load generator, anything else,
+   idle), the CPU per request counting the worker until drained, and the CPU-bound ceiling on dedicated cores;
 5. checks with SQL that every message id acknowledged by the server is stored exactly once and that nothing else
-   was stored (0 lost, 0 duplicated); the exit status is 1 otherwise;
+   was stored (0 lost, 0 duplicated), and that derived state is complete and consistent with the events; the exit
+   status is 1 otherwise;
 6. inserts 100,000 events for one contact (COPY) and times its admin change page and the admin list of its
    events (Django test client, logged in as a superuser) and the timeline query itself: medians of several runs.
 
-``--profile DIR`` records py-spy samples of the server per phase; ``bench/profile_split.py`` splits them by step.
-Benchmarks print figures; they are not tests. Results are in docs/performance.md ("Ingest (issue #4)").
+``--profile DIR`` records py-spy samples of the server and the worker per phase; ``bench/profile_split.py`` splits
+them by step. Benchmarks print figures; they are not tests. Results are in docs/performance.md ("Ingest (issue
+#4)").
 """
 
 from __future__ import annotations
