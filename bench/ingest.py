@@ -1,27 +1,34 @@
-"""Ingest benchmark (issue #4): the tracking API under load through a real gunicorn process, on PostgreSQL.
+"""Ingest benchmark (issue #4): the tracking API under load through a real gunicorn process and a real Celery
+worker, on PostgreSQL and Redis.
 
-    .venv/bin/python bench/ingest.py [--database-url URL] [--seconds N] [--workers N] [--threads N] ...
+    .venv/bin/python bench/ingest.py [--database-url URL] [--seconds N] [--batch-rate N] [--single-rate N] ...
 
 What it does, in order:
 
 1. drops and creates the database (default ``postgres://postgres@127.0.0.1:5432/loop_bench``), migrates it and
-   creates a source with an API key (``crm.services.apikeys.api_key_create``);
-2. starts ``gunicorn config.wsgi`` (gthread workers, so HTTP keep-alive works) with ``API_RATE_LIMIT=1000000/s``;
+   creates a source with an API key (``crm.services.apikeys.api_key_create``); empties its Redis databases;
+2. starts ``gunicorn config.wsgi`` (gthread workers, so HTTP keep-alive works) with ``API_RATE_LIMIT=1000000/s``,
+   and a Celery worker and celery-beat, with Redis as cache and broker (as in production): the API stores events
+   and answers, the worker applies derived state (``crm.services.event_processing``);
 3. warms up: one ``identify`` per user through /api/v1/batch, so the measured phases meet known contacts, as a
    running shop's traffic does;
 4. drives load from separate load-generator processes (stdlib ``http.client``, one keep-alive connection per
-   thread) for ``--seconds`` each: (0) *floor*: POST /api/v1/track without a key, answered 401 before any SQL,
-   what gunicorn + Django + DRF cost per request; (a) POST /api/v1/batch with 100 Segment messages per request;
-   (b) POST /api/v1/track with one event per request. Prints events/s, requests/s, latency p50/p95/p99, errors,
-   where the cores' time went (gunicorn, PostgreSQL, the load generator, anything else on the machine, idle) and
-   the CPU-bound ceiling that the measured CPU cost per request allows on dedicated cores;
+   thread) for ``--seconds`` each, as fast as answered or paced at ``--batch-rate`` / ``--single-rate``: (0)
+   *floor*: POST /api/v1/track without a key, answered 401 before any SQL, what gunicorn + Django + DRF cost per
+   request; (a) POST /api/v1/batch with 100 Segment messages per request; (b) POST /api/v1/track with one event per
+   request. Prints events/s, requests/s, latency p50/p95/p99, errors, the processing lag (age of the oldest queued
+   event) and backlog, the time the worker took to drain it after the load, the sustained rate (acknowledged and
+   applied), where the cores' time went (gunicorn, worker, PostgreSQL, Redis, the load generator, anything else,
+   idle), the CPU per request counting the worker until drained, and the CPU-bound ceiling on dedicated cores;
 5. checks with SQL that every message id acknowledged by the server is stored exactly once and that nothing else
-   was stored (0 lost, 0 duplicated); the exit status is 1 otherwise;
+   was stored (0 lost, 0 duplicated), and that derived state is complete and consistent with the events; the exit
+   status is 1 otherwise;
 6. inserts 100,000 events for one contact (COPY) and times its admin change page and the admin list of its
    events (Django test client, logged in as a superuser) and the timeline query itself: medians of several runs.
 
-``--profile DIR`` records py-spy samples of the server per phase; ``bench/profile_split.py`` splits them by step.
-Benchmarks print figures; they are not tests. Results are in docs/performance.md ("Ingest (issue #4)").
+``--profile DIR`` records py-spy samples of the server and the worker per phase; ``bench/profile_split.py`` splits
+them by step. Benchmarks print figures; they are not tests. Results are in docs/performance.md ("Ingest (issue
+#4)").
 """
 
 from __future__ import annotations
@@ -48,6 +55,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+#: gunicorn and celery of the virtualenv running the bench.
+BIN = Path(sys.executable).parent
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/loop_bench"
 USERS = 10_000
 ANONYMOUS_VISITORS = 2_000
@@ -191,7 +200,16 @@ def _load_thread(spec: dict, thread_no: int, out: dict, lock: threading.Lock) ->
     while time.time() < spec["start_at"]:
         time.sleep(0.001)
     deadline = spec["start_at"] + spec["seconds"] if spec["seconds"] else float("inf")
+    # Paced (open-loop) load: each thread sends one request every `interval` seconds on a fixed schedule, whatever
+    # the answers' latency (up to its one connection); unpaced: the next request as soon as the answer arrives.
+    interval = spec["interval"]
+    next_at = spec["start_at"] + interval * thread_no / max(1, spec["threads"])
     while time.time() < deadline:
+        if interval:
+            delay = next_at - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            next_at += interval
         if user_slices is not None:  # warm-up: each thread identifies its own slice of users, then stops
             if job >= len(user_slices[thread_no]):
                 break
@@ -337,12 +355,38 @@ def _postgres_pids(database: str) -> list[int]:
     return pids
 
 
-def _machine_cpu() -> tuple[float, float]:
-    """(busy seconds, total seconds) summed over all cores since boot."""
+def _pids_named(comm: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == comm:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def _all_process_cpu() -> dict[int, tuple[str, float]]:
+    """CPU seconds of every process on the machine, with its name (for "where did the other CPU go")."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                comm = (entry / "comm").read_text().strip()
+            except OSError:
+                continue
+            found[int(entry.name)] = (comm, _proc_cpu(int(entry.name)))
+    return found
+
+
+def _machine_cpu() -> tuple[float, float, float]:
+    """(busy seconds, total seconds, of which interrupts and steal) summed over all cores since boot. Interrupt time
+    (the loopback network stack runs in softirq) and hypervisor steal belong to no process."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = values[3] + values[4]
     total = sum(values[:8])
-    return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS
+    return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS, sum(values[5:8]) / CLOCK_TICKS
 
 
 class CpuSampler:
@@ -354,16 +398,16 @@ class CpuSampler:
 
     INTERVAL = 0.5
 
-    def __init__(self, server_pid: int, database: str):
-        self.server_pid = server_pid
+    def __init__(self, trees: dict[str, list[int]], database: str):
+        self.trees = trees  # group name → root pids (each counted with its children)
         self.database = database
         self._stop = threading.Event()
 
     def _pids(self) -> dict[str, list[int]]:
-        return {
-            "server": [self.server_pid, *_children(self.server_pid)],
-            "postgres": _postgres_pids(self.database),
-        }
+        groups = {name: [p for root in roots for p in (root, *_children(root))] for name, roots in self.trees.items()}
+        groups["postgres"] = _postgres_pids(self.database)
+        groups["redis"] = _pids_named("redis-server")
+        return groups
 
     def _sample(self) -> None:
         for group, pids in self._pids().items():
@@ -380,6 +424,7 @@ class CpuSampler:
             self._sample()
 
     def start(self) -> None:
+        self.everything = _all_process_cpu()
         self.first = {group: {pid: _proc_cpu(pid) for pid in pids} for group, pids in self._pids().items()}
         self.last = {group: dict(values) for group, values in self.first.items()}
         self.machine = _machine_cpu()
@@ -390,18 +435,31 @@ class CpuSampler:
     def stop(self) -> dict:
         self._stop.set()
         self._thread.join()
+        return self.snapshot()
+
+    def snapshot(self) -> dict:
+        """CPU seconds so far (the sampler keeps running unless stopped)."""
         self._sample()
         machine = _machine_cpu()
 
         def delta(group: str) -> float:
             return sum(value - self.first[group].get(pid, 0.0) for pid, value in self.last[group].items())
 
+        # The busiest processes outside the groups (other people's work on a shared machine, the kernel's threads).
+        known = {pid for values in self.last.values() for pid in values} | {os.getpid(), *_children(os.getpid())}
+        others: dict[str, float] = {}
+        for pid, (comm, value) in _all_process_cpu().items():
+            if pid not in known:
+                spent = value - self.everything.get(pid, (comm, 0.0))[1]
+                if spent > 0:
+                    others[comm] = others.get(comm, 0.0) + spent
         return {
             "wall": time.monotonic() - self.wall,
-            "server": delta("server"),
-            "postgres": delta("postgres"),
+            **{group: delta(group) for group in self.first},
             "busy": machine[0] - self.machine[0],
             "total": machine[1] - self.machine[1],
+            "interrupts": machine[2] - self.machine[2],
+            "top_other": sorted(others.items(), key=lambda item: -item[1])[:4],
         }
 
 
@@ -467,7 +525,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def server_env(url: str, cache_url: str | None) -> dict:
+def server_env(url: str, args) -> dict:
+    """The environment of the web server and the Celery worker and beat: the same database, cache and broker."""
     env = {
         **os.environ,
         "DATABASE_URL": url,
@@ -475,15 +534,103 @@ def server_env(url: str, cache_url: str | None) -> dict:
         "DEBUG": "false",
         "LOG_LEVEL": "WARNING",
         "DJANGO_SETTINGS_MODULE": "config.settings",
+        "CACHE_URL": args.cache_url,
+        "CELERY_BROKER_URL": args.broker_url,
     }
-    if cache_url:
-        env["CACHE_URL"] = cache_url
     return env
+
+
+def flush_redis(url: str) -> None:
+    """Empty the bench's Redis database (cache or broker) so that nothing of an earlier run is left in it."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+
+
+def start_worker(args, url: str, log_path: Path) -> list[subprocess.Popen]:
+    """A Celery worker (and celery-beat, as in production) on the same database, cache and broker as the server."""
+    celery = str(BIN / "celery")
+    log = log_path.open("ab")
+    env = server_env(url, args)
+    worker = subprocess.Popen(
+        [celery, "-A", "config", "worker", "--concurrency", str(args.worker_concurrency), "--loglevel", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    beat = subprocess.Popen(
+        [celery, "-A", "config", "beat", "--loglevel", "WARNING", "--schedule", str(log_path.parent / "beat")],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    time.sleep(1)
+    for process in (worker, beat):
+        if process.poll() is not None:
+            sys.exit(f"celery exited with {process.returncode}; see {log_path}")
+    return [worker, beat]
+
+
+class BacklogMonitor:
+    """Samples the processing backlog (queued events and the age of the oldest) on its own connection, four times a
+    second, from start() until stop(): the lag between the API's answer and the worker's processing."""
+
+    INTERVAL = 0.25
+
+    def __init__(self, url: str):
+        self.url = url
+        self.samples: list[tuple[float, int, float]] = []  # (monotonic time, queued events, oldest age in s)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sample(self, conn) -> tuple[int, float]:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM crm_unprocessedevent WHERE failed_at IS NULL "
+            "LIMIT 10000000) q), (SELECT extract(epoch FROM now() - e.received_at) FROM crm_unprocessedevent q "
+            "JOIN crm_event e ON e.id = q.event_id WHERE q.failed_at IS NULL ORDER BY q.event_id LIMIT 1)"
+        ).fetchone()
+        return row[0], float(row[1] or 0.0)
+
+    def _run(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self._stop.wait(self.INTERVAL):
+                queued, age = self.sample(conn)
+                self.samples.append((time.monotonic(), queued, age))
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def wait_drained(self, timeout: float) -> float | None:
+        """Seconds until nothing is queued (None after ``timeout``)."""
+        import psycopg
+
+        started = time.monotonic()
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while time.monotonic() - started < timeout:
+                queued, _age = self.sample(conn)
+                if not queued:
+                    return time.monotonic() - started
+                time.sleep(0.05)
+        return None
 
 
 def start_server(args, url: str, port: int, log_path: Path) -> subprocess.Popen:
     command = [
-        str(ROOT / ".venv" / "bin" / "gunicorn"),
+        str(BIN / "gunicorn"),
         "config.wsgi",
         "--bind",
         f"127.0.0.1:{port}",
@@ -506,7 +653,7 @@ def start_server(args, url: str, port: int, log_path: Path) -> subprocess.Popen:
     ]
     log = log_path.open("ab")
     process = subprocess.Popen(
-        command, cwd=ROOT, env=server_env(url, args.cache_url), stdout=log, stderr=log, start_new_session=True
+        command, cwd=ROOT, env=server_env(url, args), stdout=log, stderr=log, start_new_session=True
     )
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -525,7 +672,7 @@ def start_server(args, url: str, port: int, log_path: Path) -> subprocess.Popen:
     sys.exit(f"gunicorn did not answer within 60 s; see {log_path}")
 
 
-def stop_server(process: subprocess.Popen) -> None:
+def stop_process_group(process: subprocess.Popen) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -539,9 +686,9 @@ def wait_for_quiet(limit: float) -> None:
     """Wait (at most ``limit`` seconds) until the machine is nearly idle: other people's work skews the figures."""
     deadline = time.monotonic() + limit
     while True:
-        busy0, total0 = _machine_cpu()
+        busy0, total0, _ = _machine_cpu()
         time.sleep(2)
-        busy1, total1 = _machine_cpu()
+        busy1, total1, _ = _machine_cpu()
         share = (busy1 - busy0) / max(1e-9, total1 - total0)
         if share < 0.15 or time.monotonic() > deadline:
             print(f"   (machine {share:.0%} busy before this phase)")
@@ -557,12 +704,16 @@ def run_phase(
     auth: str,
     ids_dir: Path,
     server: subprocess.Popen,
+    workers: list[subprocess.Popen],
     seconds: float,
     processes: int,
     threads: int,
     user_slices: list[list[list[int]]] | None = None,
     floor: bool = False,
+    rate: float = 0.0,
 ) -> dict:
+    """One phase: ``processes`` × ``threads`` clients, for ``seconds``, at ``rate`` requests/s in total (0: as fast
+    as the server answers); CPU sampled until the worker has applied everything (the backlog is empty)."""
     if args.wait_quiet:
         wait_for_quiet(args.wait_quiet)
     ctx = multiprocessing.get_context("spawn")
@@ -585,43 +736,55 @@ def run_phase(
             "process_no": n,
             "user_slices": user_slices[n] if user_slices else None,
             "floor": floor,
+            # requests per second per thread → seconds between two requests of one thread
+            "interval": processes * threads / rate if rate else 0.0,
         }
         proc = ctx.Process(target=load_process, args=(spec, results), daemon=True)
         proc.start()
         procs.append(proc)
-    sampler = CpuSampler(server.pid, urlsplit(args.database_url).path.lstrip("/"))
+    trees = {"server": [server.pid], "worker": [w.pid for w in workers]}
+    sampler = CpuSampler(trees, urlsplit(args.database_url).path.lstrip("/"))
+    monitor = BacklogMonitor(args.database_url)
     while time.time() < start_at:
         time.sleep(0.005)
     sampler.start()
-    profiler = None
+    monitor.start()
+    profilers = []
     if args.profile and seconds:
-        # Sample the server's processes while the load runs: on-CPU samples only, or with --profile-wall also the
-        # samples where a thread waits (for PostgreSQL, a lock, a request), so the stacks split wall time.
-        out = Path(args.profile) / f"{phase}.collapsed"
-        profiler = subprocess.Popen(
-            [
-                args.py_spy,
-                "record",
-                "--pid",
-                str(server.pid),
-                "--subprocesses",
-                *(["--idle"] if args.profile_wall else []),
-                "--nonblocking",
-                "--rate",
-                "200",
-                "--duration",
-                str(max(1, int(seconds) - 1)),
-                "--format",
-                "raw",
-                "--output",
-                str(out),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        # Sample the server's and the Celery worker's processes while the load runs: on-CPU samples only, or with
+        # --profile-wall also the samples where a thread waits (for PostgreSQL, a lock, a request).
+        for name, pid in ((phase, server.pid), (f"{phase}-worker", workers[0].pid)):
+            profilers.append(
+                subprocess.Popen(
+                    [
+                        args.py_spy,
+                        "record",
+                        "--pid",
+                        str(pid),
+                        "--subprocesses",
+                        *(["--idle"] if args.profile_wall else []),
+                        "--nonblocking",
+                        "--rate",
+                        "200",
+                        "--duration",
+                        str(max(1, int(seconds) - 1)),
+                        "--format",
+                        "raw",
+                        "--output",
+                        str(Path(args.profile) / f"{name}.collapsed"),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
     gathered = [results.get() for _ in procs]
-    cpu = sampler.stop()
-    if profiler is not None:
+    cpu = sampler.snapshot()
+    monitor.stop()
+    # The worker applies what is still queued: the phase's work is done when the backlog is empty. CPU is counted
+    # until then, so the cost per request includes the worker's share.
+    drain = monitor.wait_drained(timeout=args.drain_timeout)
+    cpu_drained = sampler.stop()
+    for profiler in profilers:
         profiler.wait()
     for proc in procs:
         proc.join()
@@ -644,7 +807,10 @@ def run_phase(
         "errors": errors,
         "ok_ids_files": [r["ok_ids_file"] for r in gathered],
         "failed_ids_files": [r["failed_ids_file"] for r in gathered],
-        "cpu": {**cpu, "loadgen": loadgen_cpu},
+        "cpu": {**cpu, "loadgen": loadgen_cpu},  # during the load
+        "cpu_drained": {**cpu_drained, "loadgen": loadgen_cpu},
+        "drain": drain,
+        "backlog": monitor.samples,
     }
 
 
@@ -653,8 +819,10 @@ def report_phase(result: dict, unit: str) -> dict:
     wall = result["wall"]
     cpu = result["cpu"]
     cores = cpu["total"] / wall if wall else 0
-    other = max(0.0, cpu["busy"] - cpu["server"] - cpu["postgres"] - cpu["loadgen"])
+    groups = ("server", "worker", "postgres", "redis", "loadgen")
+    other = max(0.0, cpu["busy"] - sum(cpu[g] for g in groups))
     idle = max(0.0, cpu["total"] - cpu["busy"])
+    drain = result["drain"]
     figures = {
         "events_per_s": result["events"] / wall,
         "requests_per_s": result["requests"] / wall,
@@ -662,17 +830,12 @@ def report_phase(result: dict, unit: str) -> dict:
         "p95_ms": _percentile(lat, 0.95) * 1000,
         "p99_ms": _percentile(lat, 0.99) * 1000,
         "errors": sum(result["errors"].values()),
-        "cpu_share": {
-            "server": cpu["server"] / cpu["total"],
-            "postgres": cpu["postgres"] / cpu["total"],
-            "loadgen": cpu["loadgen"] / cpu["total"],
-            "other": other / cpu["total"],
-            "idle": idle / cpu["total"],
-        },
+        "cpu_share": {name: cpu[name] / cpu["total"] for name in groups}
+        | {"other": other / cpu["total"], "idle": idle / cpu["total"]},
     }
     title = {"floor": "floor: POST /api/v1/track without a key (401, no query)"}.get(result["phase"], result["phase"])
     print(f"\n== {title}: {result['requests']} requests, {result['events']} events in {wall:.1f} s")
-    print(f"   {figures['events_per_s']:,.0f} events/s   {figures['requests_per_s']:,.1f} requests/s")
+    print(f"   {figures['events_per_s']:,.0f} events/s   {figures['requests_per_s']:,.1f} requests/s  (acknowledged)")
     print(
         f"   latency p50 {figures['p50_ms']:.1f} ms   p95 {figures['p95_ms']:.1f} ms   p99 {figures['p99_ms']:.1f} ms"
     )
@@ -680,17 +843,49 @@ def report_phase(result: dict, unit: str) -> dict:
         f"   errors {figures['errors']} {result['errors'] or ''}   stored {result['stored']} "
         f"duplicates {result['duplicates']}   connections opened {result['connects']}"
     )
+    if result["events"]:
+        samples = result["backlog"]
+        ages = sorted(age for _t, _n, age in samples) or [0.0]
+        queued = [n for _t, n, _age in samples] or [0]
+        figures["processing"] = {
+            "lag_median_s": statistics.median(ages),
+            "lag_p95_s": _percentile(ages, 0.95),
+            "lag_max_s": max(ages),
+            "backlog_max": max(queued),
+            "backlog_at_end": queued[-1],
+            "drain_s": drain,
+        }
+        # Sustained: the rate at which events were both acknowledged and applied (the backlog drained).
+        figures["sustained_per_s"] = result["events"] / (wall + drain) if drain is not None else 0.0
+        p = figures["processing"]
+        print(
+            f"   processing lag (age of the oldest queued event, sampled every 0.25 s): "
+            f"median {p['lag_median_s']:.2f} s"
+            f", p95 {p['lag_p95_s']:.2f} s, max {p['lag_max_s']:.2f} s; backlog max {p['backlog_max']:,}, "
+            f"at the end {p['backlog_at_end']:,}"
+        )
+        drained = f"drained {drain:.2f} s after the load stopped" if drain is not None else "NOT drained"
+        print(f"   {drained}; sustained (acknowledged and applied): {figures['sustained_per_s']:,.0f} {unit}/s")
     share = figures["cpu_share"]
     print(
-        f"   CPU of {cores:.0f} cores: server {share['server']:.0%}  postgres {share['postgres']:.0%}  "
-        f"load generator {share['loadgen']:.0%}  other {share['other']:.0%}  idle {share['idle']:.0%}"
+        f"   CPU of {cores:.0f} cores during the load: server {share['server']:.0%}  worker {share['worker']:.0%}  "
+        f"postgres {share['postgres']:.0%}  redis {share['redis']:.0%}  load generator {share['loadgen']:.0%}  "
+        f"other {share['other']:.0%}  idle {share['idle']:.0%}"
     )
+    figures["top_other"] = [(name, seconds / cpu["total"]) for name, seconds in cpu["top_other"]]
+    figures["interrupts_share"] = cpu["interrupts"] / cpu["total"]
+    print(
+        f"   of the other: interrupts and steal {figures['interrupts_share']:.0%}; busiest other processes: "
+        + (", ".join(f"{n} {v:.0%}" for n, v in figures["top_other"]) or "none")
+    )
+    # Per request, counting the worker until the backlog was drained.
+    spent = result["cpu_drained"]
     requests = max(1, result["requests"])
-    per_request = {name: cpu[name] / requests * 1000 for name in ("server", "postgres", "loadgen")}
+    per_request = {name: spent[name] / requests * 1000 for name in groups}
     figures["cpu_ms_per_request"] = per_request
     print(
-        f"   CPU per request: server {per_request['server']:.2f} ms, postgres {per_request['postgres']:.2f} ms, "
-        f"load generator {per_request['loadgen']:.2f} ms"
+        "   CPU per request (worker until drained): "
+        + ", ".join(f"{name} {value:.2f} ms" for name, value in per_request.items())
     )
     # What the measured CPU cost allows if these cores did nothing else (no other processes, no lock waits).
     units = result["events"] or requests
@@ -757,6 +952,42 @@ def verify(phases: list[dict], source_name: str) -> dict:
         f"(ids in failed requests: {len(sent_failed)})  -> {'OK' if ok else 'MISMATCH'}"
     )
     counts["ok"] = ok
+    return counts
+
+
+def verify_derived_state() -> dict:
+    """Every stored event was applied, and the derived state agrees with the events: orders once per Order
+    Completed, order counts from the orders, first/last seen from the events."""
+    from django.db import connection
+
+    checks = {
+        "queued": "SELECT count(*) FROM crm_unprocessedevent",
+        "orders_not_matching_events": (
+            "SELECT abs((SELECT count(*) FROM crm_order) - "
+            "(SELECT count(DISTINCT (contact_id, properties->>'order_id')) FROM crm_event "
+            "WHERE name = 'Order Completed'))"
+        ),
+        "order_counts_wrong": (
+            "SELECT count(*) FROM crm_contact c WHERE c.order_count <> "
+            "(SELECT count(*) FROM crm_order o WHERE o.contact_id = c.id)"
+        ),
+        "seen_wrong": (
+            "SELECT count(*) FROM crm_contact c JOIN (SELECT contact_id, min(occurred_at) lo, max(occurred_at) hi "
+            "FROM crm_event GROUP BY contact_id) e ON e.contact_id = c.id "
+            "WHERE c.first_seen_at IS DISTINCT FROM e.lo OR c.last_seen_at IS DISTINCT FROM e.hi"
+        ),
+    }
+    counts = {}
+    with connection.cursor() as cursor:
+        for name, sql in checks.items():
+            cursor.execute(sql)
+            counts[name] = cursor.fetchone()[0]
+    counts["ok"] = not any(counts.values())
+    print(
+        "== derived state: "
+        + ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in counts.items() if name != "ok")
+        + f"  -> {'OK' if counts['ok'] else 'MISMATCH'}"
+    )
     return counts
 
 
@@ -881,7 +1112,22 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30, help="duration of each measured phase")
     parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker (gthread)")
-    parser.add_argument("--cache-url", default=None, help="CACHE_URL for the server (default: the settings' default)")
+    parser.add_argument(
+        "--cache-url", default="redis://127.0.0.1:6379/12", help="CACHE_URL of server and worker (emptied first)"
+    )
+    parser.add_argument(
+        "--broker-url", default="redis://127.0.0.1:6379/13", help="CELERY_BROKER_URL of server and worker (emptied)"
+    )
+    parser.add_argument("--worker-concurrency", type=int, default=1, help="Celery worker processes")
+    parser.add_argument(
+        "--batch-rate", type=float, default=0, help="events/s to send in batches (paced); 0: as fast as possible"
+    )
+    parser.add_argument(
+        "--single-rate", type=float, default=0, help="requests/s to send to /track (paced); 0: as fast as possible"
+    )
+    parser.add_argument(
+        "--drain-timeout", type=float, default=300, help="after each phase wait this long for the worker to catch up"
+    )
     parser.add_argument("--load-processes", type=int, default=2, help="load-generator processes")
     parser.add_argument("--batch-clients", type=int, default=6, help="concurrent connections for /batch")
     parser.add_argument("--single-clients", type=int, default=12, help="concurrent connections for /track")
@@ -915,18 +1161,22 @@ def main() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
         print(f"database: PostgreSQL {cursor.fetchone()[0]}  {urlsplit(url).hostname}/{urlsplit(url).path[1:]}")
-    from django.conf import settings
-
-    cache_backend = settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1]
-    if args.cache_url:
-        cache_backend = args.cache_url.split("://")[0]
+    for redis_url in {args.cache_url, args.broker_url}:
+        if redis_url.startswith("redis"):
+            flush_redis(redis_url)
     print(
         f"server: gunicorn config.wsgi, {args.workers} workers x {args.threads} threads (gthread, keep-alive), "
-        f"API_RATE_LIMIT=1000000/s, DEBUG off, cache {cache_backend}"
+        f"API_RATE_LIMIT=1000000/s, DEBUG off, cache {urlsplit(args.cache_url).scheme}"
+    )
+    print(
+        f"worker: celery worker, concurrency {args.worker_concurrency}, and celery-beat; broker "
+        f"{urlsplit(args.broker_url).scheme}"
     )
     print(
         f"load: {args.load_processes} processes, {args.batch_clients} connections for /batch "
-        f"({BATCH_SIZE} messages each), {args.single_clients} for /track; {args.seconds:.0f} s per phase"
+        f"({BATCH_SIZE} messages each), {args.single_clients} for /track; {args.seconds:.0f} s per phase; "
+        f"batch rate {f'{args.batch_rate:,.0f} events/s' if args.batch_rate else 'as fast as answered'}, "
+        f"single rate {f'{args.single_rate:,.0f} requests/s' if args.single_rate else 'as fast as answered'}"
     )
     connection.close()
 
@@ -942,6 +1192,7 @@ def main() -> None:
     auth = "Basic " + base64.b64encode(f"{secret}:".encode()).decode()
     log_path = var_dir / "bench-gunicorn.log"
     server = start_server(args, url, port, log_path)
+    workers = start_worker(args, url, var_dir / "bench-celery.log")
     results: dict = {"config": vars(args)}
     phases: list[dict] = []
     try:
@@ -960,6 +1211,7 @@ def main() -> None:
             auth=auth,
             ids_dir=ids_dir,
             server=server,
+            workers=workers,
             seconds=0,
             processes=args.load_processes,
             threads=4,
@@ -979,6 +1231,7 @@ def main() -> None:
                 auth=auth,
                 ids_dir=ids_dir,
                 server=server,
+                workers=workers,
                 seconds=min(args.seconds, 10),
                 processes=args.load_processes,
                 threads=max(1, args.single_clients // args.load_processes),
@@ -994,9 +1247,11 @@ def main() -> None:
                 auth=auth,
                 ids_dir=ids_dir,
                 server=server,
+                workers=workers,
                 seconds=args.seconds,
                 processes=args.load_processes,
                 threads=max(1, args.batch_clients // args.load_processes),
+                rate=args.batch_rate / BATCH_SIZE,
             )
             phases.append(batch)
             results["batch"] = report_phase(batch, "events")
@@ -1009,22 +1264,26 @@ def main() -> None:
                 auth=auth,
                 ids_dir=ids_dir,
                 server=server,
+                workers=workers,
                 seconds=args.seconds,
                 processes=args.load_processes,
                 threads=max(1, args.single_clients // args.load_processes),
+                rate=args.single_rate,
             )
             phases.append(single)
             results["single"] = report_phase(single, "events")
     finally:
-        stop_server(server)
+        for process in (server, *workers):
+            stop_process_group(process)
     results["verification"] = verify(phases, "bench shop")
+    results["derived_state"] = verify_derived_state()
     if "timeline" not in args.skip:
         results["timeline"] = timeline_benchmark(args.timeline_runs)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     shutil.rmtree(ids_dir, ignore_errors=True)
     drop_database(url, keep=args.keep)
-    if not results["verification"]["ok"]:
+    if not results["verification"]["ok"] or not results["derived_state"]["ok"]:
         sys.exit(1)
 
 

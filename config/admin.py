@@ -40,6 +40,7 @@ ADMIN_SECTIONS: list[tuple[str, object, list[str]]] = [
             "crm.source",
             "crm.apikey",
             "crm.rejectedmessage",
+            "crm.unprocessedevent",
             "crm.heartbeat",
             "auth.user",
             "auth.group",

@@ -53,12 +53,38 @@ def check_broker() -> dict:
     return {"ok": True, "transport": transport, "latency_ms": round((time.monotonic() - started) * 1000, 1)}
 
 
+def event_backlog(database_ok: bool) -> dict:
+    """Stored events not yet applied to derived state (informational: a lagging worker does not make this web
+    process unhealthy, but monitoring should alert on it)."""
+    if not database_ok:
+        return {"pending": None, "failed": None, "oldest_seconds": None}
+    from crm.services.event_processing import events_backlog
+
+    try:
+        backlog = events_backlog()
+    except Exception as exc:
+        logger.warning("healthz.backlog_unavailable", error=type(exc).__name__)
+        return {"pending": None, "failed": None, "oldest_seconds": None}
+    age = backlog.oldest_age()
+    return {
+        "pending": backlog.pending,
+        "failed": backlog.failed,
+        "oldest_seconds": round(age.total_seconds(), 1) if age is not None else 0.0,
+    }
+
+
 @never_cache
 @require_GET
 def healthz(request):
-    """Database and broker reachability as JSON: 200 when both answer, 503 otherwise. No secrets, no auth."""
+    """Database and broker reachability as JSON: 200 when both answer, 503 otherwise; plus the event processing
+    backlog (``events``), for monitoring. No secrets, no auth."""
     checks = {"database": check_database(), "broker": check_broker()}
     healthy = all(check["ok"] for check in checks.values())
     return JsonResponse(
-        {"status": "ok" if healthy else "unavailable", "checks": checks}, status=200 if healthy else 503
+        {
+            "status": "ok" if healthy else "unavailable",
+            "checks": checks,
+            "events": event_backlog(checks["database"]["ok"]),
+        },
+        status=200 if healthy else 503,
     )

@@ -53,10 +53,13 @@ from crm.models import (
     RejectedMessage,
     Source,
     Tag,
+    UnprocessedEvent,
     WishlistItem,
 )
 from crm.phones import DEFAULT_REGION, InvalidPhoneNumber, normalize_phone, phone_search_variants
 from crm.services.apikeys import api_key_create, api_key_revoke
+from crm.services.event_processing import events_backlog, events_retry_failed
+from crm.services.ingest import events_process_soon
 
 #: How many of a contact's events its page shows (newest first); the rest are one link away.
 RECENT_EVENTS = 20
@@ -896,6 +899,53 @@ class HeartbeatAdmin(ReadOnlyModelAdmin):
     @admin.display(description=_("beats"))
     def beat_count(self, obj: Heartbeat) -> str:
         return intcomma(obj.count)
+
+
+@admin.register(UnprocessedEvent)
+class UnprocessedEventAdmin(ReadOnlyModelAdmin):
+    """Events stored but not yet applied to profiles, consent, commerce state and first/last seen: normally empty
+    or a second's worth; failed ones stay here with their error until retried."""
+
+    list_display = ["event_link", "status", "failed_at", "error_summary"]
+    list_filter = [("failed_at", admin.EmptyFieldListFilter)]
+    fields = ["event_link", "status", "failed_at", "error"]
+    readonly_fields = fields
+    actions = ["retry_events"]
+
+    def changelist_view(self, request, extra_context=None):
+        backlog = events_backlog()
+        age = backlog.oldest_age()
+        summary = _("%(pending)s events waiting (oldest %(age)s s), %(failed)s failed.") % {
+            "pending": intcomma(backlog.pending),
+            "age": f"{age.total_seconds():.1f}" if age is not None else "0",
+            "failed": intcomma(backlog.failed),
+        }
+        self.message_user(request, summary, messages.WARNING if backlog.failed else messages.INFO)
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description=_("event"), ordering="event_id")
+    def event_link(self, obj: UnprocessedEvent) -> str:
+        url = reverse("admin:crm_event_change", args=[obj.event_id])
+        return format_html('<a href="{}">#{}</a>', url, obj.event_id)
+
+    @admin.display(description=_("status"))
+    def status(self, obj: UnprocessedEvent) -> str:
+        return _("failed") if obj.failed_at else _("waiting")
+
+    @admin.display(description=_("error"))
+    def error_summary(self, obj: UnprocessedEvent) -> str:
+        return Truncator(obj.error).chars(120)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        # Only the retry action changes a row; there is no edit form.
+        return obj is None and request.user.has_perm("crm.change_unprocessedevent")
+
+    @admin.action(description=_("Retry the selected failed events"), permissions=["change"])
+    def retry_events(self, request, queryset):
+        retried = events_retry_failed(event_ids=queryset.values_list("event_id", flat=True))
+        if retried:
+            events_process_soon()
+        self.message_user(request, _("%(n)d event(s) queued again.") % {"n": retried}, messages.SUCCESS)
 
 
 admin.site.register(ContactImport, ContactImportAdmin)

@@ -286,6 +286,32 @@ class Event(models.Model):
         return f"{self.name} @ {self.occurred_at:%Y-%m-%d %H:%M}"
 
 
+class UnprocessedEvent(models.Model):
+    """An event stored but not yet applied to derived state (profile, consent, devices, commerce, first/last seen).
+
+    The API stores each new event and one of these rows in the same statement and answers; a worker
+    (``crm.services.event_processing``) applies the events in id order, in batches, and deletes the rows in the same
+    transaction: a row exists exactly as long as its event's derived state is outstanding. A row whose event could
+    not be applied keeps ``failed_at`` and ``error`` and is skipped until an operator retries it.
+
+    Deliberately narrow, with one index and no foreign key: it is written and deleted once per event, on the hot
+    path, so it is the queue table that a flag on ``Event`` (an update of a wide row with five indexes) would not be.
+    """
+
+    event_id = models.BigIntegerField(_("event"), primary_key=True)
+    failed_at = models.DateTimeField(_("failed at"), null=True, blank=True)
+    error = models.TextField(_("error"), blank=True, db_default="")
+
+    class Meta:
+        verbose_name = _("unprocessed event")
+        verbose_name_plural = _("unprocessed events")
+        # The primary key's index serves the worker's claim (lowest ids first; failed rows are few and filtered).
+        ordering = ["event_id"]
+
+    def __str__(self) -> str:
+        return f"#{self.event_id}"
+
+
 class Cart(models.Model):
     """A contact's current cart, rebuilt from cart events. Emptied by an order."""
 

@@ -3,7 +3,13 @@
 from celery import shared_task
 
 from crm import services
+from crm.services.event_processing import events_process_pending, events_sweep
 from crm.services.imports import contact_import_run_apply, contact_import_run_preview
+from crm.services.ingest import PROCESS_TRIGGER_MEMO_SECONDS
+
+#: The processing task looks once more this long after finding nothing: longer than a web process's trigger memo,
+#: so an event whose request relied on this task (and queued none) is never left for the sweep.
+PROCESS_LINGER_SECONDS = 2 * PROCESS_TRIGGER_MEMO_SECONDS
 
 
 @shared_task(name="crm.record_heartbeat", ignore_result=True)
@@ -23,3 +29,16 @@ def contact_import_apply_task(import_id: int) -> None:
     """Apply a confirmed large import (idempotent: a completed import is left alone; a redelivered task applies it
     again from the start, the interrupted transaction having been rolled back)."""
     contact_import_run_apply(import_id=import_id)
+
+
+@shared_task(name="crm.events_process", ignore_result=True)
+def events_process_task() -> None:
+    """Apply stored events to derived state until none is left. Queued after the API stores events (at most one
+    queued at a time); idempotent: a redelivered or concurrent run finds nothing, or another worker at it."""
+    events_process_pending(linger=PROCESS_LINGER_SECONDS)
+
+
+@shared_task(name="crm.events_sweep", ignore_result=True)
+def events_sweep_task() -> None:
+    """Every few seconds (celery-beat): apply events whose task was lost; warn when the backlog grows old."""
+    events_sweep()

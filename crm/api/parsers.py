@@ -1,13 +1,15 @@
 """JSON request parsing with size limits and gzip bodies (RudderStack's SDK gzips by default).
 
 The JSON must be strict (RFC 8259: no ``NaN`` or ``Infinity``) and nested at most as deep as Python's parser allows.
-A NUL character (``\\u0000``) in a string or key is replaced by U+FFFD: PostgreSQL can store it neither in text nor
-in ``jsonb``, and refusing the whole batch for it would lose the other messages.
+A NUL character (``\\u0000``) or a lone surrogate (``\\ud800`` without its pair) in a string or key is replaced by
+U+FFFD: PostgreSQL can store them neither in text nor in ``jsonb``, and refusing the whole batch for one would lose
+the other messages.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import zlib
 
 from django.utils.translation import gettext as _
@@ -27,13 +29,21 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _without_nul(value):
+#: What neither PostgreSQL (text, jsonb) nor UTF-8 can hold: NUL, and a surrogate not part of a pair (a pair written
+#: as two escapes is one character after parsing).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+#: A NUL or a surrogate can only be written as an escape (JSON forbids raw control characters in strings, and the
+#: body must be valid UTF-8): bodies without one need no cleaning.
+_UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+
+
+def _storable(value):
     if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
+        return _UNSTORABLE.sub("\ufffd", value)
     if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+        return {_storable(k): _storable(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_without_nul(v) for v in value]
+        return [_storable(v) for v in value]
     return value
 
 
@@ -45,8 +55,7 @@ def parse_json(body: bytes):
         raise ParseError(_("The body is not valid JSON: %(error)s") % {"error": str(exc)[:200]}) from None
     except RecursionError:
         raise ParseError(_("The body is not valid JSON: it is nested too deeply.")) from None
-    # A NUL can only be written as the escape \u0000 (JSON forbids raw control characters in strings).
-    return _without_nul(data) if b"\\u0000" in body else data
+    return _storable(data) if _UNSTORABLE_ESCAPE.search(body) else data
 
 
 def read_limited(stream, limit: int, encoding: str) -> bytes:

@@ -41,12 +41,15 @@ class ApiKeyThrottle(BaseThrottle):
         self._wait = (window + 1) * period - now
         backend = caches["default"]
         if isinstance(backend, RedisCache):
-            # One round trip instead of add + exists + incr: INCR creates the counter, EXPIRE bounds its life.
+            # One round trip per request: INCR creates the counter; the request that created it (count 1) bounds
+            # its life with EXPIRE. (Each window has its own key, so a counter left without a TTL by a process that
+            # died in between is never read again.)
             full_key = backend.make_and_validate_key(cache_key)
-            pipe = backend._cache.get_client(full_key, write=True).pipeline()
-            pipe.incr(full_key)
-            pipe.expire(full_key, period + 1)
-            return pipe.execute()[0] <= limit
+            client = backend._cache.get_client(full_key, write=True)
+            count = client.incr(full_key)
+            if count == 1:
+                client.expire(full_key, period + 1)
+            return count <= limit
         cache.add(cache_key, 0, timeout=period + 1)
         try:
             count = cache.incr(cache_key)

@@ -12,7 +12,7 @@ The rules follow Segment's HTTP Tracking API spec:
 - The time the event happened (``occurred_at``) is the message's ``timestamp`` when the sender gave one; otherwise
   ``originalTimestamp`` corrected for the sender's clock skew as ``receivedAt - (sentAt - originalTimestamp)``;
   otherwise the time we received it.
-- Each message may be at most 32 KB of JSON; a batch at most 500 KB (checked by the API before parsing).
+- Each message may be at most 32 KB of (compact) JSON; a batch at most 500 KB (checked by the API before parsing).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.utils.translation import gettext as _
@@ -115,6 +116,15 @@ class Message:
     profile: Profile
     previous_id: str | None = None
     group_id: str | None = None
+
+
+def json_size(value: Any) -> int:
+    """Bytes of ``value`` as compact UTF-8 JSON (what the 32 KB limit counts): orjson, ~10x faster than json, which
+    serves what orjson refuses (integers beyond 64 bits, lone surrogates)."""
+    try:
+        return len(orjson.dumps(value))
+    except TypeError:
+        return len(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode(errors="replace"))
 
 
 def parse_timestamp(value: Any) -> datetime:
@@ -238,7 +248,7 @@ def parse_message(
         raise MessageError({"non_field_errors": [_("Each message must be a JSON object.")]})
     errors: dict[str, list[str]] = {}
     if size is None:
-        size = len(json.dumps(raw, ensure_ascii=False, default=str).encode())
+        size = json_size(raw)
     if size > MAX_MESSAGE_BYTES:
         raise MessageError(
             {"non_field_errors": [_("The message is %(size)d bytes; at most 32 KB is accepted.") % {"size": size}]}

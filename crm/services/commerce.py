@@ -1,8 +1,8 @@
 """Commerce state derived from events: carts, wishlists, coupons, orders and the contact's order history.
 
 Recognised event names follow Segment's e-commerce spec (``COMMERCE_EVENTS``); any other name is a plain event.
-Only newly stored events are applied (a retried message changes nothing), a whole batch with a constant number of
-queries. Rules for events that arrive out of order:
+Applied by the event processing worker to each stored event exactly once (a retried message is not stored again),
+a whole batch with a constant number of queries. Rules for events that arrive out of order:
 
 - Cart events older than the contact's last order belong to that order and do not reopen the cart.
 - A cart snapshot ("Cart Viewed" or "Checkout Started" with ``products``) replaces the items only if it is newer
@@ -16,12 +16,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Protocol
 
 from django.db.models import Count, DecimalField, Max, Min, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce, Least
 
-from crm.ingest.messages import Message, parse_timestamp
+from crm.db import bulk_upsert
+from crm.ingest.messages import parse_timestamp
 from crm.models import Cart, Contact, Coupon, Order, WishlistItem
 
 PRODUCT_ADDED = "Product Added"
@@ -41,6 +42,18 @@ CART_EVENTS = {PRODUCT_ADDED, PRODUCT_REMOVED, CART_VIEWED, CHECKOUT_STARTED, OR
 COUPON_USED = {COUPON_APPLIED, COUPON_REDEEMED}
 COMMERCE_EVENTS = CART_EVENTS | {WISHLIST_ADDED, WISHLIST_REMOVED, COUPON_ISSUED, PROMOTION_VIEWED, SIGNED_UP}
 COMMERCE_EVENTS |= COUPON_USED
+#: The cart's columns that events change.
+CART_FIELDS = ["items", "value", "currency", "updated_at", "checkout_started_at"]
+
+
+class Message(Protocol):
+    """What commerce rules read of an event (``crm.services.event_processing.StoredEvent``)."""
+
+    message_id: str
+    type: str
+    name: str
+    properties: dict[str, Any]
+    occurred_at: datetime
 
 
 #: The largest amount the money columns (``max_digits=14, decimal_places=2``) hold.
@@ -165,15 +178,14 @@ def _coupon_code(props: dict[str, Any]) -> str | None:
 
 
 def commerce_apply(*, messages: Iterable[tuple[int, Message]]) -> None:
-    """Apply newly stored track messages (as ``(contact_id, message)``) to commerce state."""
+    """Apply stored track events (as ``(contact_id, event)``, in time order) to commerce state."""
     relevant = [(cid, m) for cid, m in messages if m.type == "track" and m.name in COMMERCE_EVENTS]
     if not relevant:
         return
     relevant.sort(key=lambda pair: pair[1].occurred_at)
 
     orders = [_order_row(cid, m) for cid, m in relevant if m.name == ORDER_COMPLETED]
-    if orders:
-        Order.objects.bulk_create([Order(**row) for row in orders], ignore_conflicts=True)
+    bulk_upsert(Order, orders, unique_fields=["contact", "order_id"])
 
     cart_messages = [(cid, m) for cid, m in relevant if m.name in CART_EVENTS]
     if cart_messages:
@@ -204,13 +216,12 @@ def _apply_carts(cart_messages: list[tuple[int, Message]]) -> None:
             changed[cid] = cart
         if message.name == ORDER_COMPLETED:
             last_orders[cid] = max(last_orders.get(cid) or message.occurred_at, message.occurred_at)
-    if changed:
-        Cart.objects.bulk_create(
-            list(changed.values()),
-            update_conflicts=True,
-            unique_fields=["contact"],
-            update_fields=["items", "value", "currency", "updated_at", "checkout_started_at"],
-        )
+    bulk_upsert(
+        Cart,
+        [{"contact_id": cid, **{f: getattr(cart, f) for f in CART_FIELDS}} for cid, cart in sorted(changed.items())],
+        unique_fields=["contact"],
+        update_fields=CART_FIELDS,
+    )
 
 
 def _apply_wishlist(wish_messages: list[tuple[int, Message]]) -> None:
@@ -238,7 +249,7 @@ def _apply_wishlist(wish_messages: list[tuple[int, Message]]) -> None:
 
 
 def _apply_coupons(relevant: list[tuple[int, Message]]) -> None:
-    issued: dict[tuple[int, str], Coupon] = {}
+    issued: dict[tuple[int, str], dict[str, Any]] = {}
     for cid, message in relevant:
         if message.name != COUPON_ISSUED or not (code := _coupon_code(message.properties)):
             continue
@@ -249,21 +260,21 @@ def _apply_coupons(relevant: list[tuple[int, Message]]) -> None:
         except (ValueError, TypeError):
             expires_at = None
         percent = money(props.get("discount_percent", props.get("percent_off")))
-        issued[(cid, code)] = Coupon(
-            contact_id=cid,
-            code=code,
-            discount_amount=money(props.get("discount", props.get("discount_amount", props.get("amount")))),
-            discount_percent=percent if percent is not None and 0 <= percent <= 100 else None,
-            issued_at=message.occurred_at,
-            expires_at=expires_at,
-        )
-    if issued:
-        Coupon.objects.bulk_create(
-            list(issued.values()),
-            update_conflicts=True,
-            unique_fields=["contact", "code"],
-            update_fields=["discount_amount", "discount_percent", "expires_at"],
-        )
+        issued[(cid, code)] = {
+            "contact_id": cid,
+            "code": code,
+            "discount_amount": money(props.get("discount", props.get("discount_amount", props.get("amount")))),
+            "discount_percent": percent if percent is not None and 0 <= percent <= 100 else None,
+            "issued_at": message.occurred_at,
+            "expires_at": expires_at,
+            "redeemed_at": None,
+        }
+    bulk_upsert(
+        Coupon,
+        list(issued.values()),
+        unique_fields=["contact", "code"],
+        update_fields=["discount_amount", "discount_percent", "expires_at"],
+    )
     used: dict[tuple[int, str], datetime] = {}
     for cid, message in relevant:
         if message.name in COUPON_USED or message.name == ORDER_COMPLETED:

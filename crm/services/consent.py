@@ -10,6 +10,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.utils import timezone
+
+from crm.db import bulk_upsert
 from crm.models import Consent, ConsentChange, ConsentPurpose
 
 PURPOSES = set(ConsentPurpose.values)
@@ -66,14 +69,37 @@ def consent_record_many(*, changes: Iterable[ConsentInput]) -> int:
         )
     if not history:
         return 0
-    touched = {(h.contact_id, h.purpose) for h in history}
-    Consent.objects.bulk_create(
-        [current[key] for key in touched],
-        update_conflicts=True,
+    touched = sorted({(h.contact_id, h.purpose) for h in history})
+    bulk_upsert(
+        Consent,
+        [
+            {
+                "contact_id": current[key].contact_id,
+                "purpose": current[key].purpose,
+                "granted": current[key].granted,
+                "changed_at": current[key].changed_at,
+                "source": current[key].source,
+            }
+            for key in touched
+        ],
         unique_fields=["contact", "purpose"],
         update_fields=["granted", "changed_at", "source"],
     )
-    ConsentChange.objects.bulk_create(history)
+    recorded_at = timezone.now()
+    bulk_upsert(
+        ConsentChange,
+        [
+            {
+                "contact_id": h.contact_id,
+                "purpose": h.purpose,
+                "granted": h.granted,
+                "changed_at": h.changed_at,
+                "source": h.source,
+                "recorded_at": recorded_at,
+            }
+            for h in history
+        ],
+    )
     return len(history)
 
 

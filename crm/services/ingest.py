@@ -1,34 +1,50 @@
-"""Storing what the shop reports: the ingest hot path.
+"""Storing what the shop reports: the ingest hot path, up to the answer the sender gets.
 
-``event_record_batch`` takes validated messages (``crm.ingest.messages``) and, in one transaction and a constant
-number of queries per batch:
+``event_record_batch`` takes validated messages (``crm.ingest.messages``), stores each new one exactly once and
+queues it for processing, and returns; the answer goes out only after the events are committed. It does the least
+that must be durable before answering:
 
-1. resolves every message to a contact: by ``userId`` (external ID), else by ``anonymousId`` (an alias), creating
-   the contact when it is new; an ``anonymousId`` seen with a new ``userId`` turns that anonymous contact into the
-   identified one, and one seen with a known ``userId`` is merged into it;
-2. inserts the events with ``ON CONFLICT (source, message_id) DO NOTHING RETURNING``: a message already stored (an
-   SDK retry, at any later time) is skipped and changes nothing;
-3. for the new messages only: applies profile traits and consent, registers push tokens, updates commerce state,
-   and refreshes first/last seen;
-4. after commit, announces the new event ids through ``crm.signals.events_recorded``.
+1. resolves every message to a contact: by ``userId`` (external ID), else by ``anonymousId`` (an alias). On
+   PostgreSQL the messages whose contact is already known (the common case: a returning customer) are resolved,
+   inserted and queued by **one statement**, without a transaction of their own and without locking any contact.
+   The rest (a new ``userId`` or ``anonymousId``, an ``anonymousId`` met with a ``userId`` of another contact,
+   ``alias``) go through the full resolution in a transaction: the contact is created, an anonymous contact is
+   turned into the identified one, or merged into it;
+2. inserts the events with ``ON CONFLICT (source, message_id) DO NOTHING``: a message already stored (an SDK retry,
+   at any later time) is skipped and changes nothing;
+3. queues each new event (an ``UnprocessedEvent`` row, in the same statement or transaction) and, after commit,
+   makes sure a worker task is coming (``events_process_soon``).
+
+Derived state (profile and consent from traits, devices, commerce state, first/last seen) and the
+``crm.signals.events_recorded`` announcement follow in a worker, in batches: see ``crm.services.event_processing``.
+Events are visible on the contact's timeline and in the API as soon as the request is answered.
 """
 
 from __future__ import annotations
 
+import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import connection, transaction
+from django.core.cache import cache
+from django.db import IntegrityError, connection, transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
-from crm.db import insert_ignore_returning
+from config.logging import get_logger
+from crm.db import insert_ignore_returning, json_param
 from crm.ingest.messages import Message
-from crm.models import Contact, ContactAlias, Device, Event, Source
-from crm.services.commerce import commerce_apply
-from crm.services.consent import ConsentInput, consent_record_many
+from crm.models import Contact, ContactAlias, Event, Source, UnprocessedEvent
 from crm.services.contacts import contact_merge
-from crm.signals import events_recorded
+
+logger = get_logger(__name__)
+
+#: Cache key of "a processing task is queued": at most one is queued at a time, however many requests arrive.
+PROCESS_TRIGGER_KEY = "crm:events:process-queued"
+#: How long the trigger stays set if the queued task never starts (a lost broker message). The task clears it when
+#: it starts; the beat sweep (``crm.events_sweep``) processes anything left in any case.
+PROCESS_TRIGGER_SECONDS = 5
 
 
 @dataclass(slots=True)
@@ -139,65 +155,6 @@ def _resolve_contacts(messages: list[Message]) -> tuple[dict[int, int], int, lis
     return resolved, created, merges
 
 
-def _apply_profiles(new: list[tuple[int, Message]], source_name: str) -> None:
-    with_profile = [(cid, m) for cid, m in new if not m.profile.is_empty()]
-    if not with_profile:
-        return
-    with_profile.sort(key=lambda pair: pair[1].occurred_at)
-    ids = sorted({cid for cid, _m in with_profile})
-    contacts = {c.pk: c for c in Contact.objects.select_for_update(no_key=True).filter(id__in=ids).order_by("id")}
-    dirty: set[str] = set()
-    consents: list[ConsentInput] = []
-    for cid, m in with_profile:
-        contact, p = contacts.get(cid), m.profile
-        if contact is None:
-            continue
-        for attr in ("email", "phone", "name", "locale", "time_zone"):
-            value = getattr(p, attr)
-            if value and getattr(contact, attr) != value:
-                setattr(contact, attr, value)
-                dirty.add(attr)
-        if p.attributes:
-            merged = {**contact.attributes, **p.attributes}
-            if merged != contact.attributes:
-                contact.attributes = merged
-                dirty.add("attributes")
-        consents.extend(
-            ConsentInput(cid, purpose, granted, m.occurred_at, f"api:{source_name}")
-            for purpose, granted in p.consents.items()
-        )
-    if dirty:
-        Contact.objects.bulk_update(list(contacts.values()), sorted(dirty | {"updated_at"}))
-    consent_record_many(changes=consents)
-
-
-def _register_devices(new: list[tuple[int, Message]]) -> None:
-    devices: dict[str, Device] = {}
-    for cid, m in new:
-        device = m.context.get("device")
-        if not isinstance(device, dict) or not isinstance(device.get("token"), str) or not device["token"].strip():
-            continue
-        platform = str(device.get("type", "")).lower()
-        app = m.context.get("app") if isinstance(m.context.get("app"), dict) else {}
-        token = device["token"].strip()[:512]
-        devices[token] = Device(
-            contact_id=cid,
-            token=token,
-            platform=platform if platform in Device.Platform.values else Device.Platform.WEB,
-            app_id=str(app.get("namespace") or app.get("name") or "")[:200],
-            active=True,
-            deactivated_reason="",
-            last_seen_at=m.occurred_at,
-        )
-    if devices:
-        Device.objects.bulk_create(
-            list(devices.values()),
-            update_conflicts=True,
-            unique_fields=["token"],
-            update_fields=["contact", "platform", "app_id", "active", "deactivated_reason", "last_seen_at"],
-        )
-
-
 def contacts_seen_refresh(*, contact_ids: set[int]) -> None:
     """Set first/last seen of these contacts from their events (served by the contact timeline index)."""
     events = Event.objects.filter(contact=OuterRef("pk"))
@@ -207,50 +164,76 @@ def contacts_seen_refresh(*, contact_ids: set[int]) -> None:
     )
 
 
-def contacts_seen_extend(*, new: list[tuple[int, Message]]) -> None:
-    """Widen first/last seen to these newly stored events, writing only the contacts whose values change.
+#: Resolve the messages whose contact is known, insert them and queue them, in one statement. ``known``: the
+#: userId (if given) names a contact, the anonymousId (if given) is an alias, both name the same contact, and it is
+#: not an alias call; exactly the messages for which the full resolution (``_resolve_contacts``) would read and
+#: write nothing. Returns every message's index, whether it was known, and its new event id (NULL: a duplicate).
+#: The messages travel as one JSON parameter: PostgreSQL parses it once, and the driver quotes one string instead
+#: of one value per field and message.
+_STORE_KNOWN_SQL = """
+WITH v AS MATERIALIZED (
+    -- Scalar subqueries: one index lookup per message, whatever the planner guesses of the parameter's size.
+    SELECT v.*, (SELECT id FROM crm_contact WHERE external_id = v.u) AS uc,
+           (SELECT contact_id FROM crm_contactalias WHERE anonymous_id = v.a) AS ac
+    FROM jsonb_to_recordset(%s::jsonb)
+        AS v(i int, m text, u text, a text, type text, name text, p jsonb, c jsonb, t timestamptz)
+), r AS (
+    SELECT v.*, COALESCE(uc, ac) AS contact_id,
+           (type <> 'alias' AND (u IS NULL OR uc IS NOT NULL) AND (a IS NULL OR ac IS NOT NULL)
+            AND (uc IS NULL OR ac IS NULL OR uc = ac)) AS known
+    FROM v
+), ins AS (
+    INSERT INTO crm_event (contact_id, source_id, message_id, type, name, properties, context, occurred_at,
+                           received_at)
+    SELECT contact_id, %s, m, type, name, p, c, t, %s FROM r WHERE known ORDER BY i
+    ON CONFLICT (source_id, message_id) DO NOTHING
+    RETURNING id, message_id
+), queued AS (
+    INSERT INTO crm_unprocessedevent (event_id) SELECT id FROM ins
+)
+SELECT r.i, r.known, ins.id FROM r LEFT JOIN ins ON ins.message_id = r.m
+"""
 
-    Equivalent to ``contacts_seen_refresh`` for events that were just added (a merge still refreshes in full), but
-    one statement without a per-contact subquery, and no row written when an event falls inside the known span."""
-    if connection.vendor != "postgresql":
-        contacts_seen_refresh(contact_ids={cid for cid, _m in new})
-        return
-    bounds: dict[int, tuple[datetime, datetime]] = {}
-    for cid, m in new:
-        lo, hi = bounds.get(cid, (m.occurred_at, m.occurred_at))
-        bounds[cid] = (min(lo, m.occurred_at), max(hi, m.occurred_at))
-    ids = sorted(bounds)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE crm_contact c SET first_seen_at = LEAST(COALESCE(c.first_seen_at, v.lo), v.lo), "
-            "last_seen_at = GREATEST(COALESCE(c.last_seen_at, v.hi), v.hi) "
-            "FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[]) AS v(id, lo, hi) "
-            "WHERE c.id = v.id AND (c.first_seen_at IS NULL OR c.last_seen_at IS NULL "
-            "OR v.lo < c.first_seen_at OR v.hi > c.last_seen_at)",
-            [ids, [bounds[i][0] for i in ids], [bounds[i][1] for i in ids]],
-        )
+
+def _store_known_postgresql(
+    source: Source, batch: list[Message], received_at: datetime
+) -> tuple[dict[int, int], int, list[Message]]:
+    """(message index → new event id, duplicates, messages that need the full resolution)."""
+    rows = [
+        {
+            "i": m.index,
+            "m": m.message_id,
+            "u": m.user_id,
+            "a": m.anonymous_id,
+            "type": m.type,
+            "name": m.name,
+            "p": m.properties,
+            "c": m.context,
+            "t": m.occurred_at,
+        }
+        for m in batch
+    ]
+    try:
+        # Alone it commits by itself (autocommit); inside a caller's transaction it gets a savepoint.
+        savepoint = transaction.atomic() if connection.in_atomic_block else nullcontext()
+        with savepoint, connection.cursor() as cursor:
+            cursor.execute(_STORE_KNOWN_SQL, [json_param(rows), source.pk, received_at])
+            result = cursor.fetchall()
+    except IntegrityError:
+        # A contact was merged away (deleted) between the lookup and the foreign-key check: resolve in full.
+        return {}, 0, batch
+    by_index = {m.index: m for m in batch}
+    stored = {i: event_id for i, known, event_id in result if known and event_id is not None}
+    duplicates = sum(1 for _i, known, event_id in result if known and event_id is None)
+    unknown = [by_index[i] for i, known, _event_id in sorted(result) if not known]
+    return stored, duplicates, unknown
 
 
-def event_record_batch(*, source: Source, messages: list[Message], received_at: datetime | None = None) -> IngestResult:
-    """Store a batch of validated messages exactly once each; see the module docstring for what happens."""
-    result = IngestResult()
-    if not messages:
-        return result
-    received_at = received_at or timezone.now()
-    unique: dict[str, Message] = {}
-    for m in messages:
-        unique.setdefault(m.message_id, m)
-    result.duplicates = len(messages) - len(unique)
-    batch = list(unique.values())
-
+def _store_resolving(source: Source, batch: list[Message], received_at: datetime) -> tuple[list[int], int, int]:
+    """The full path: resolve (creating, claiming and merging contacts), insert and queue, in one transaction.
+    Returns (new event ids in message order, duplicates, contacts created)."""
     with transaction.atomic():
-        contact_of, result.contacts_created, merges = _resolve_contacts(batch)
-        # Lock the batch's contacts in id order before anything below updates them (first/last seen, profile,
-        # commerce counters): concurrent batches about the same contacts then queue instead of deadlocking, which
-        # PostgreSQL otherwise detects and answers with an error. NO KEY: inserting events that reference a contact
-        # does not conflict with it. (A no-op on SQLite, whose writers are serialized anyway.)
-        locked = set(contact_of.values()) | {cid for pair in merges for cid in pair}
-        list(Contact.objects.select_for_update(no_key=True).filter(id__in=locked).order_by("id").values_list("id"))
+        contact_of, created, merges = _resolve_contacts(batch)
         rows = [
             {
                 "contact_id": contact_of[m.index],
@@ -269,18 +252,75 @@ def event_record_batch(*, source: Source, messages: list[Message], received_at: 
             Event, rows, conflict_fields=("source", "message_id"), returning=("id", "message_id")
         )
         new_ids = {message_id: pk for pk, message_id in inserted}
-        result.duplicates += len(batch) - len(new_ids)
-        new = [(contact_of[m.index], m) for m in batch if m.message_id in new_ids]
-        result.stored_event_ids = [new_ids[m.message_id] for _cid, m in new]
-        if new:
-            for merge_from, merge_into in dict.fromkeys(merges):
-                contact_merge(from_contact_id=merge_from, into_contact_id=merge_into)
-            merged_away = dict(merges)
-            new = [(merged_away.get(cid, cid), m) for cid, m in new]
-            _apply_profiles(new, source.name)
-            _register_devices(new)
-            commerce_apply(messages=new)
-            contacts_seen_extend(new=new)
-            event_ids = list(result.stored_event_ids)
-            transaction.on_commit(lambda: events_recorded.send(sender=Event, event_ids=event_ids))
+        if new_ids:
+            UnprocessedEvent.objects.bulk_create([UnprocessedEvent(event_id=pk) for pk in new_ids.values()])
+            if merges:
+                # Lock the contacts involved in id order first: concurrent batches merging overlapping contacts
+                # then queue instead of deadlocking.
+                involved = {cid for pair in merges for cid in pair}
+                list(Contact.objects.select_for_update().filter(id__in=involved).order_by("id").values_list("id"))
+                for merge_from, merge_into in dict.fromkeys(merges):
+                    contact_merge(from_contact_id=merge_from, into_contact_id=merge_into)
+    stored = [new_ids[m.message_id] for m in batch if m.message_id in new_ids]
+    return stored, len(batch) - len(stored), created
+
+
+def event_record_batch(*, source: Source, messages: list[Message], received_at: datetime | None = None) -> IngestResult:
+    """Store a batch of validated messages exactly once each and queue them for processing; see the module
+    docstring. Returns the new events' ids, the duplicates skipped and the contacts created."""
+    result = IngestResult()
+    if not messages:
+        return result
+    received_at = received_at or timezone.now()
+    unique: dict[str, Message] = {}
+    for m in messages:
+        unique.setdefault(m.message_id, m)
+    result.duplicates = len(messages) - len(unique)
+    batch = list(unique.values())
+
+    if connection.vendor == "postgresql":
+        stored, duplicates, rest = _store_known_postgresql(source, batch, received_at)
+        result.duplicates += duplicates
+        result.stored_event_ids = [stored[m.index] for m in batch if m.index in stored]
+    else:
+        rest = batch
+    if rest:
+        try:
+            stored_ids, duplicates, created = _store_resolving(source, rest, received_at)
+        except IntegrityError:
+            if connection.in_atomic_block:
+                raise
+            # A contact this batch resolved to was merged away by a concurrent request before commit: once more.
+            stored_ids, duplicates, created = _store_resolving(source, rest, received_at)
+        result.stored_event_ids += stored_ids
+        result.duplicates += duplicates
+        result.contacts_created = created
+    if result.stored_event_ids:
+        transaction.on_commit(events_process_soon, robust=True)
     return result
+
+
+#: A web process that found a processing task queued (or queued one) does not ask again for this long: under load
+#: the trigger costs one cache round trip per process and interval, not one per request. That task, if it started
+#: meanwhile, looks once more for new events after finding none, later than this (``crm.tasks``), so an event
+#: committed in the interval is still applied by it.
+PROCESS_TRIGGER_MEMO_SECONDS = 0.1
+_trigger_seen_at = 0.0
+
+
+def events_process_soon() -> None:
+    """Make sure a processing task is queued (called after the events' commit). Coalesced: while one is queued and
+    not yet started, further calls queue nothing."""
+    global _trigger_seen_at
+    now = time.monotonic()
+    if now - _trigger_seen_at < PROCESS_TRIGGER_MEMO_SECONDS:
+        return
+    _trigger_seen_at = now
+    if cache.add(PROCESS_TRIGGER_KEY, 1, timeout=PROCESS_TRIGGER_SECONDS):
+        from crm.tasks import events_process_task
+
+        try:
+            events_process_task.delay()
+        except Exception as exc:  # the broker is down: the events are stored; the beat sweep will process them
+            cache.delete(PROCESS_TRIGGER_KEY)
+            logger.warning("ingest.process_enqueue_failed", error=type(exc).__name__)

@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 
 from crm.models import ApiKey, Consent, Contact, Event, RejectedMessage, Source
 from crm.services.apikeys import api_key_create, api_key_revoke
+from crm.services.event_processing import events_process_pending
 
 
 @pytest.fixture(autouse=True)
@@ -122,6 +123,7 @@ class TestTracking:
             assert response.status_code == 200, (path, response.content)
         assert sorted(Event.objects.values_list("type", flat=True)) == sorted(calls)
         assert Event.objects.get(type="page").name == "주말 한정 할인"
+        events_process_pending()  # what the worker does right after: traits become attributes
         assert Contact.objects.get().attributes == {"plan": "pro"}
 
     def test_batch_merges_top_level_context_and_is_idempotent(self, write_key):
@@ -228,6 +230,7 @@ class TestNativeResources:
         assert post("/api/v1/events", one, write_key).json()["stored"] == 1
         many = [one, {"message_id": "e2", "external_id": "u1", "name": "Order Completed", "properties": {"total": 5}}]
         assert post("/api/v1/events", many, write_key).json() == {"success": True, "stored": 1, "duplicates": 1}
+        events_process_pending()
         assert Contact.objects.get().order_count == 1
 
     def test_events_endpoint_reports_field_errors_by_index(self, write_key):
@@ -305,6 +308,7 @@ class TestNativeResources:
             },
             read_write_key,
         )
+        events_process_pending()
         client = APIClient(HTTP_AUTHORIZATION=basic(read_write_key))
         assert client.get("/api/v1/contacts/u1/cart").json()["items"][0]["product_id"] == "p"
         assert client.get("/api/v1/contacts/u1/coupons").json()[0]["code"] == "C1"

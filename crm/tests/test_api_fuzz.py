@@ -39,6 +39,7 @@ from rest_framework.test import APIClient
 from crm.models import ApiKey, Contact, Event, Source
 from crm.services.apikeys import api_key_create
 from crm.services.commerce import MAX_AMOUNT
+from crm.services.event_processing import events_process_pending
 from crm.services.tracking import tracking_ingest
 
 SCHEMA_PATH = "/api/schema/"
@@ -133,6 +134,7 @@ def api_key(persistent_connection) -> str:
     ]
     result = tracking_ingest(source=source, payload={"batch": batch}, endpoint="batch")
     assert result.stored == len(batch), result
+    events_process_pending()
     assert Contact.objects.filter(external_id=SEEDED_CONTACT, orders__isnull=False).exists()
     return raw
 
@@ -220,16 +222,26 @@ def test_nul_characters_are_stored_as_replacement_characters(client):
     assert client.get("/api/v1/contacts", {"email": "a\u0000@b.co"}).json()["results"] == []
 
 
+def test_lone_surrogates_are_stored_as_replacement_characters(client):
+    """A surrogate escape without its pair is valid JSON but neither UTF-8 nor PostgreSQL can hold it (once a 500)."""
+    body = '{"userId": "u1", "event": "A\\ud800B", "properties": {"x\\uDC00": "\\ud83d\\ude00 \\udbff"}}'
+    assert _post(client, "/api/v1/track", body).status_code == 200
+    event = Event.objects.get()
+    assert (event.name, event.properties) == ("A\ufffdB", {"x\ufffd": "\U0001f600 \ufffd"})  # a pair is kept
+
+
 def test_revenue_stays_within_its_column(client):
     for i in range(3):
         order = {**TRACK, "messageId": f"m{i}", "properties": {"order_id": f"o{i}", "total": 999_999_999_999}}
         assert _post(client, "/api/v1/track", json.dumps(order)).status_code == 200
+    events_process_pending()
     assert Contact.objects.get().total_revenue == MAX_AMOUNT
 
 
 def test_identify_traits_from_context_traits_as_rudderstack_sends_them(client):
     body = {"userId": "u1", "context": {"traits": {"email": "min@example.com", "grade": "VIP"}}}
     assert _post(client, "/api/v1/identify", json.dumps(body)).status_code == 200
+    events_process_pending()
     contact = Contact.objects.get()
     assert (contact.email, contact.attributes) == ("min@example.com", {"grade": "VIP"})
 

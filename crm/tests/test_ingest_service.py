@@ -1,4 +1,5 @@
-"""The ingest service: identity resolution, idempotency, profile/consent, devices and commerce state."""
+"""The ingest service: identity resolution, idempotency, and (applied by the event processing that follows)
+profile/consent, devices and commerce state."""
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -7,6 +8,7 @@ import pytest
 
 from crm.ingest.messages import MessageError, parse_message
 from crm.models import Cart, Consent, ConsentChange, Contact, ContactAlias, Coupon, Device, Event, Order, Source
+from crm.services.event_processing import events_process_pending
 from crm.services.ingest import event_record_batch
 from crm.signals import events_recorded
 
@@ -22,6 +24,14 @@ def msgs(*raws, received_at=T0):
     return [parse_message(raw, index=i, received_at=received_at) for i, raw in enumerate(raws)]
 
 
+def record(*, source, messages, received_at=None):
+    """Store a batch, then apply the queued events as the worker does right after: the derived state asserted
+    below is what processing makes of them."""
+    result = event_record_batch(source=source, messages=messages, received_at=received_at)
+    events_process_pending()
+    return result
+
+
 def track(event, user="u1", mid=None, at=T0, **props):
     raw = {"type": "track", "event": event, "userId": user, "timestamp": at.isoformat(), "properties": props}
     if mid:
@@ -30,10 +40,8 @@ def track(event, user="u1", mid=None, at=T0, **props):
 
 
 def test_same_message_id_is_stored_once_even_much_later(source):
-    first = event_record_batch(source=source, messages=msgs(track("Signed Up", mid="m-1")))
-    again = event_record_batch(
-        source=source, messages=msgs(track("Signed Up", mid="m-1")), received_at=T0 + timedelta(days=400)
-    )
+    first = record(source=source, messages=msgs(track("Signed Up", mid="m-1")))
+    again = record(source=source, messages=msgs(track("Signed Up", mid="m-1")), received_at=T0 + timedelta(days=400))
     assert first.stored == 1
     assert first.duplicates == 0
     assert again.stored == 0
@@ -42,33 +50,33 @@ def test_same_message_id_is_stored_once_even_much_later(source):
 
 
 def test_duplicates_inside_one_batch_are_stored_once(source):
-    result = event_record_batch(source=source, messages=msgs(track("A", mid="x"), track("A", mid="x")))
+    result = record(source=source, messages=msgs(track("A", mid="x"), track("A", mid="x")))
     assert result.stored == 1
     assert result.duplicates == 1
 
 
 def test_same_message_id_from_another_source_is_a_different_event(source):
     other = Source.objects.create(name="app")
-    event_record_batch(source=source, messages=msgs(track("A", mid="x")))
-    event_record_batch(source=other, messages=msgs(track("A", mid="x")))
+    record(source=source, messages=msgs(track("A", mid="x")))
+    record(source=other, messages=msgs(track("A", mid="x")))
     assert Event.objects.count() == 2
 
 
 def test_message_without_id_gets_a_content_id_so_a_resend_is_idempotent(source):
-    event_record_batch(source=source, messages=msgs(track("Product Viewed", product_id="p1")))
-    event_record_batch(source=source, messages=msgs(track("Product Viewed", product_id="p1")))
+    record(source=source, messages=msgs(track("Product Viewed", product_id="p1")))
+    record(source=source, messages=msgs(track("Product Viewed", product_id="p1")))
     assert Event.objects.count() == 1
     assert Event.objects.get().message_id.startswith("auto-")
 
 
 def test_anonymous_visitor_becomes_the_identified_contact(source):
-    event_record_batch(
+    record(
         source=source,
         messages=msgs({"type": "page", "name": "주말 한정 할인", "anonymousId": "anon-1", "timestamp": T0.isoformat()}),
     )
     anon = Contact.objects.get()
     assert anon.external_id is None
-    event_record_batch(
+    record(
         source=source,
         messages=msgs(
             {
@@ -93,17 +101,15 @@ def test_anonymous_visitor_becomes_the_identified_contact(source):
 
 
 def test_anonymous_contact_is_merged_into_a_known_user(source):
-    event_record_batch(source=source, messages=msgs(track("Signed Up", user="u-1")))
-    event_record_batch(
+    record(source=source, messages=msgs(track("Signed Up", user="u-1")))
+    record(
         source=source,
         messages=msgs(
             {"type": "track", "event": "Product Added", "anonymousId": "a-9", "properties": {"product_id": "p"}}
         ),
     )
     assert Contact.objects.count() == 2
-    event_record_batch(
-        source=source, messages=msgs({"type": "identify", "userId": "u-1", "anonymousId": "a-9", "traits": {}})
-    )
+    record(source=source, messages=msgs({"type": "identify", "userId": "u-1", "anonymousId": "a-9", "traits": {}}))
     assert Contact.objects.count() == 1
     contact = Contact.objects.get()
     assert contact.events.count() == 3
@@ -112,7 +118,7 @@ def test_anonymous_contact_is_merged_into_a_known_user(source):
 
 
 def test_korean_first_and_last_name_are_joined_family_name_first(source):
-    event_record_batch(
+    record(
         source=source,
         messages=msgs({"type": "identify", "userId": "u", "traits": {"firstName": "길동", "lastName": "홍"}}),
     )
@@ -129,9 +135,9 @@ def test_consent_traits_are_recorded_with_history_and_old_messages_do_not_overri
             "traits": {"consents": {"sms": granted, "advertising": granted}},
         }
 
-    event_record_batch(source=source, messages=msgs(identify(True, T0, "1")))
-    event_record_batch(source=source, messages=msgs(identify(False, T0 + timedelta(days=1), "2")))
-    event_record_batch(source=source, messages=msgs(identify(True, T0 + timedelta(hours=1), "3")))  # late, older
+    record(source=source, messages=msgs(identify(True, T0, "1")))
+    record(source=source, messages=msgs(identify(False, T0 + timedelta(days=1), "2")))
+    record(source=source, messages=msgs(identify(True, T0 + timedelta(hours=1), "3")))  # late, older
     sms = Consent.objects.get(purpose="sms")
     assert sms.granted is False
     assert sms.changed_at == T0 + timedelta(days=1)
@@ -143,13 +149,13 @@ def test_consent_traits_are_recorded_with_history_and_old_messages_do_not_overri
 def test_push_token_from_context_registers_a_device(source):
     raw = track("App Opened")
     raw["context"] = {"device": {"token": "tok-1", "type": "ios"}, "app": {"namespace": "kr.shop"}}
-    event_record_batch(source=source, messages=msgs(raw))
+    record(source=source, messages=msgs(raw))
     device = Device.objects.get()
     assert (device.token, device.platform, device.app_id, device.active) == ("tok-1", "ios", "kr.shop", True)
 
 
 def test_cart_follows_add_remove_and_is_emptied_by_an_order(source):
-    event_record_batch(
+    record(
         source=source,
         messages=msgs(
             track("Product Added", mid="1", at=T0, product_id="p1", name="캐시미어 니트", price=59000, quantity=2),
@@ -164,13 +170,13 @@ def test_cart_follows_add_remove_and_is_emptied_by_an_order(source):
     assert cart.value == Decimal("84000")
     assert cart.updated_at == T0 + timedelta(minutes=2)
 
-    event_record_batch(
+    record(
         source=source,
         messages=msgs(track("Checkout Started", mid="4", at=T0 + timedelta(minutes=3), value=84000)),
     )
     assert Cart.objects.get().checkout_started_at == T0 + timedelta(minutes=3)
 
-    event_record_batch(
+    record(
         source=source,
         messages=msgs(
             track(
@@ -189,40 +195,38 @@ def test_cart_follows_add_remove_and_is_emptied_by_an_order(source):
     assert Coupon.objects.get(code="WELCOME").redeemed_at == T0 + timedelta(minutes=5)
 
     # A late cart event from before the order does not reopen the cart.
-    event_record_batch(
-        source=source, messages=msgs(track("Product Added", mid="6", at=T0 + timedelta(minutes=4), product_id="p9"))
-    )
+    record(source=source, messages=msgs(track("Product Added", mid="6", at=T0 + timedelta(minutes=4), product_id="p9")))
     assert Cart.objects.get().items == []
 
 
 def test_a_retried_order_is_counted_once(source):
     order = track("Order Completed", mid="o", order_id="o-1", total=10000)
-    event_record_batch(source=source, messages=msgs(order))
-    event_record_batch(source=source, messages=msgs(order))
+    record(source=source, messages=msgs(order))
+    record(source=source, messages=msgs(order))
     assert Order.objects.count() == 1
     assert Contact.objects.get().order_count == 1
 
 
 def test_coupon_issued_then_redeemed(source):
     expires = (T0 + timedelta(days=3)).isoformat()
-    event_record_batch(
+    record(
         source=source,
         messages=msgs(track("Coupon Issued", mid="1", coupon_id="SALE5", discount=5000, expires_at=expires)),
     )
     coupon = Coupon.objects.get()
     assert (coupon.code, coupon.discount_amount, coupon.redeemed_at) == ("SALE5", Decimal("5000"), None)
     assert coupon.expires_at == T0 + timedelta(days=3)
-    event_record_batch(
+    record(
         source=source, messages=msgs(track("Coupon Redeemed", mid="2", at=T0 + timedelta(hours=1), coupon_id="SALE5"))
     )
     assert Coupon.objects.get().redeemed_at == T0 + timedelta(hours=1)
 
 
 def test_wishlist_add_and_remove(source):
-    event_record_batch(source=source, messages=msgs(track("Product Added to Wishlist", mid="1", product_id="p1")))
+    record(source=source, messages=msgs(track("Product Added to Wishlist", mid="1", product_id="p1")))
     contact = Contact.objects.get()
     assert list(contact.wishlist.values_list("product_id", flat=True)) == ["p1"]
-    event_record_batch(
+    record(
         source=source,
         messages=msgs(track("Product Removed from Wishlist", mid="2", at=T0 + timedelta(hours=1), product_id="p1")),
     )
@@ -238,9 +242,9 @@ def test_only_new_events_are_announced_after_commit(source, django_capture_on_co
     events_recorded.connect(receiver)
     try:
         with django_capture_on_commit_callbacks(execute=True):
-            event_record_batch(source=source, messages=msgs(track("A", mid="1"), track("B", mid="2")))
+            record(source=source, messages=msgs(track("A", mid="1"), track("B", mid="2")))
         with django_capture_on_commit_callbacks(execute=True):
-            event_record_batch(source=source, messages=msgs(track("A", mid="1"), track("C", mid="3")))
+            record(source=source, messages=msgs(track("A", mid="1"), track("C", mid="3")))
     finally:
         events_recorded.disconnect(receiver)
     ids = dict(Event.objects.values_list("message_id", "id"))

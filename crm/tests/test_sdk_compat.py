@@ -27,6 +27,7 @@ import segment.analytics
 
 from crm.models import ApiKey, Contact, Event, RejectedMessage, Source
 from crm.services.apikeys import api_key_create
+from crm.services.event_processing import events_process_pending
 from crm.tests.live import FlakyProxy, run_live_server
 
 EVENTS = 10_000
@@ -182,6 +183,7 @@ def test_sdk_delivers_every_event_exactly_once_despite_retries(sdk, server, sour
     assert set(landed) == {kwargs["message_id"] for _method, kwargs in calls}
     assert not RejectedMessage.objects.exists()
     assert Contact.objects.filter(external_id__startswith="user-").count() == USERS
+    events_process_pending()  # what a worker does right after the server answered
     identified = Contact.objects.get(external_id="user-007")  # identify traits: Segment's in traits, Rudder's in
     assert (identified.email, identified.name) == ("user-007@example.com", "고객 7")  # context.traits
     assert Event.objects.filter(source=source, type="identify").count() == USERS
