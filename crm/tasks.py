@@ -4,6 +4,7 @@ from celery import shared_task
 
 from crm import services
 from crm.services.imports import contact_import_run_apply, contact_import_run_preview
+from crm.services.segments import segment_sizes_record
 
 
 @shared_task(name="crm.record_heartbeat", ignore_result=True)
@@ -22,3 +23,9 @@ def contact_import_preview_task(import_id: int) -> None:
 def contact_import_apply_task(import_id: int) -> None:
     """Apply a confirmed large import (idempotent: a redelivered task resumes after the last applied batch)."""
     contact_import_run_apply(import_id=import_id)
+
+
+@shared_task(name="crm.segment_sizes_record", ignore_result=True)
+def segment_sizes_record_task() -> None:
+    """Record today's member count of every segment (beat runs it daily; idempotent: one row per segment and day)."""
+    segment_sizes_record()
