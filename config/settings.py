@@ -235,7 +235,6 @@ CELERY_BEAT_SCHEDULE = {
     "segment-sizes-daily": {
         "task": "crm.segment_sizes_record",
         "schedule": crontab(hour=0, minute=10),
-        "options": {"expires": 6 * 60 * 60},
     },
 }
 # Longest countdown any product code may give a task; longer waits are rows with a due time.

@@ -46,6 +46,8 @@ from crm.segments.schema import (
 )
 
 NOBODY = Q(pk__in=[])
+#: Always true, and (unlike an empty ``Q()``) still a condition when negated: NOT of an empty AND group is nobody.
+EVERYBODY = Q(pk__isnull=False)
 #: An address an email can be sent to; addresses are normalized when they are stored.
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 PHONE_PATTERN = r"^\+[0-9]{8,15}$"
@@ -273,8 +275,10 @@ class Compiler:
             for part in parts:
                 q = part if q is NOBODY else q | part
             return q
-        q = Q()
-        for part in parts:
+        if not parts:
+            return EVERYBODY
+        q = parts[0]
+        for part in parts[1:]:
             q &= part
         return q
 

@@ -313,6 +313,8 @@ CASES: list[tuple[str, Any, set[str]]] = [
         {"minji", "dohyun"},
     ),
     ("negated-empty-or-is-everybody", group(op="or", negate=True), set(ALL)),
+    ("negated-empty-and-is-nobody", group(negate=True), set()),
+    ("negated-group-in-group", group(group(negate=True), op="or", negate=True), set(ALL)),
 ]
 
 
