@@ -24,6 +24,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.humanize.templatetags.humanize import intcomma
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 from django.db.models import Q
 from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
@@ -213,9 +214,12 @@ class SegmentAdmin(LoopModelAdmin):
     def save_model(self, request, obj: Segment, form, change: bool) -> None:
         data = form.cleaned_data
         if change:
+            # The form has already copied its values onto ``obj``: the service compares with what is stored.
+            stored = Segment.objects.get(pk=obj.pk)
             segment_update(
-                segment=obj, name=data["name"], description=data.get("description") or "", rules=data.get("rules")
+                segment=stored, name=data["name"], description=data.get("description") or "", rules=data.get("rules")
             )
+            obj.refresh_from_db()
             return
         saved = segment_create(
             name=data["name"],
@@ -232,11 +236,12 @@ class SegmentAdmin(LoopModelAdmin):
             segment = self.get_object(request, object_id)
             if segment is not None and self.has_delete_permission(request, segment):
                 try:
-                    segment_delete(segment=segment)
+                    with transaction.atomic():
+                        self.log_deletions(request, [segment])
+                        segment_delete(segment=segment)
                 except SegmentInUse as exc:
                     self.message_user(request, str(exc), messages.ERROR)
                     return HttpResponseRedirect(reverse("admin:crm_segment_change", args=[segment.pk]))
-                self.log_deletion(request, segment, str(segment))
                 self.message_user(request, gettext("The segment “%(name)s” was deleted.") % {"name": segment})
                 return HttpResponseRedirect(reverse("admin:crm_segment_changelist"))
         return super().delete_view(request, object_id, extra_context)
