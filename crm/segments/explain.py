@@ -233,6 +233,9 @@ def _plain(value: Any) -> str:
 
 def _predicate(label: Any, node: dict) -> str:
     op = OPS.get(node.get("op"))
+    if op is not None and op.phrase is not None:
+        unit = UNITS.get(node.get("unit", "days"), node.get("unit"))
+        return f"{label} {op.phrase % {'amount': _plain(node.get('value')), 'unit': unit}}"
     op_label = str(op.label) if op else str(node.get("op"))
     return " ".join(part for part in (str(label), op_label, _value_text(node)) if part)
 
@@ -292,7 +295,8 @@ def _describe(node: dict, kind: str) -> str:
 def _describe_event(node: dict) -> str:
     name = node.get("name")
     event = f"“{name}”" if name else gettext("any event")
-    parts = [f"{EVENT_OPS.get(node.get('op'), node.get('op'))} {event}"]
+    did = EVENT_OPS.get(node.get("op"), node.get("op"))
+    parts = [gettext("%(did)s %(event)s") % {"did": did, "event": event}]
     conditions = [
         _predicate(gettext("property “%(p)s”") % {"p": item.get("property")}, item) for item in node.get("where") or []
     ]

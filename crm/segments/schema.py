@@ -79,6 +79,7 @@ class Op:
     label: Promise
     value: str = SCALAR
     negates: str | None = None  # a negative operator is exactly NOT of this positive one
+    phrase: Promise | None = None  # for relative times: the operator with %(amount)s and %(unit)s in place
 
 
 OPS: dict[str, Op] = {
@@ -97,9 +98,9 @@ OPS: dict[str, Op] = {
     "before": Op(_("is before")),
     "after": Op(_("is after")),
     "on": Op(_("is on")),
-    "within_last": Op(_("is within the last"), AMOUNT),
-    "more_than_ago": Op(_("is more than … ago"), AMOUNT),
-    "in_next": Op(_("is within the next"), AMOUNT),
+    "within_last": Op(_("is within the last"), AMOUNT, phrase=_("within the last %(amount)s %(unit)s")),
+    "more_than_ago": Op(_("is more than … ago"), AMOUNT, phrase=_("more than %(amount)s %(unit)s ago")),
+    "in_next": Op(_("is within the next"), AMOUNT, phrase=_("within the next %(amount)s %(unit)s")),
     "today": Op(_("is today"), NONE),
     "this_week": Op(_("is this week (Monday to Sunday)"), NONE),
     "this_month": Op(_("is this month"), NONE),
@@ -974,7 +975,12 @@ def schema_description() -> dict[str, Any]:
         "categories": _choices(CATEGORIES),
         "types": {name: {"label": _labels(TYPE_LABELS[name]), "ops": list(ops)} for name, ops in TYPE_OPS.items()},
         "ops": {
-            name: {"label": _labels(op.label), "value": op.value, **({"negates": op.negates} if op.negates else {})}
+            name: {
+                "label": _labels(op.label),
+                "value": op.value,
+                **({"negates": op.negates} if op.negates else {}),
+                **({"phrase": _labels(op.phrase)} if op.phrase else {}),
+            }
             for name, op in OPS.items()
         }
         | {"ever": {"label": _labels(WHEN_LABELS["ever"]), "value": NONE}},

@@ -134,8 +134,7 @@ def test_descriptions_read_like_sentences(world):
         assert describe(VIP["children"][0]) == "order history: number of orders is at least 3"
         assert describe(WEEKEND_PROMO_THIS_WEEK) == "did “주말 한정 할인” time is this week (Monday to Sunday)"
         assert describe(BAG_NOT_IN_90_DAYS["children"][1]) == (
-            "did not do “Order Completed” where property “products[].category” is “가방” time is within the last"
-            " 90 days"
+            "did not do “Order Completed” where property “products[].category” is “가방” time within the last 90 days"
         )
         assert describe(COUPON_EXPIRING_TODAY) == "has a coupon (unused and not expired), expires at is today"
     with translation.override("ko"):
