@@ -312,7 +312,7 @@ class Compiler:
             if op != "at_least":
                 q = ~q
         else:
-            grouped = Event.objects.filter(events).order_by().values("contact").annotate(n=Count("pk"))
+            grouped = Event.objects.filter(events).order_by().values("contact").annotate(n=Count("*"))
             if op == "at_least":
                 q = Q(pk__in=grouped.filter(n__gte=n).values("contact"))
             elif op == "exactly":

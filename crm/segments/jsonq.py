@@ -13,8 +13,9 @@ predicates are written out for each database: they test the JSON type first, the
 - set: present, not null, and not the empty string.
 
 A path step may be a list (``products[].category``): the test then holds when it holds for any item of the list.
-On PostgreSQL, text equality and booleans on a document column use containment (``@>``), which the GIN index on
-``crm_contact.attributes`` serves.
+On PostgreSQL, text equality (``eq``, ``in``) and booleans compile to containment (``@>``), also through a list
+(``properties @> '{"products": [{"category": "가방"}]}'``): exactly the same matches, no function per list item, and
+the GIN index on ``crm_contact.attributes`` serves it.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ class JsonMatch(Expression):
             sql = _Sqlite().match(doc, self.test)
         else:  # pragma: no cover
             raise NotSupportedError("segment conditions on JSON values need PostgreSQL or SQLite")
+        if sql.never_null:
+            return f"({sql.text})", list(sql.params)
         return f"COALESCE(({sql.text}), FALSE)", list(sql.params)
 
 
@@ -90,6 +93,7 @@ class JsonMatch(Expression):
 class _Sql:
     text: str
     params: tuple = ()
+    never_null: bool = False  # true or false, never NULL (no COALESCE needed, which would hide it from indexes)
 
 
 _TOKEN = re.compile(r"\{(\w+)\}|%s")
@@ -124,13 +128,10 @@ def _like_pattern(text: str, *, prefix: bool) -> str:
 
 @dataclass(frozen=True)
 class _Access:
-    """How to read one value: its JSON type name (``t``), its scalar SQL value (``s``), and (PostgreSQL) the document
-    and path for containment, when the value is reached by plain keys from a column."""
+    """How to read one value: its JSON type name (``t``) and its scalar SQL value (``s``)."""
 
     t: _Sql
     s: _Sql
-    doc: _Sql | None = None
-    path: tuple[str, ...] = ()
 
 
 class _Dialect:
@@ -174,7 +175,7 @@ class _Dialect:
 
 
 class _Postgres(_Dialect):
-    def access(self, doc: _Sql, path: tuple[str, ...], *, column: bool = True) -> _Access:
+    def access(self, doc: _Sql, path: tuple[str, ...]) -> _Access:
         if not path:
             value = doc
             text = _render("({d} #>> '{}')", {"d": doc})
@@ -183,37 +184,64 @@ class _Postgres(_Dialect):
             value = _render(f"({{d}} -> {arrows})", {"d": doc}, path)
             head = " -> ".join(["%s"] * (len(path) - 1))
             text = _render(f"({{d}} -> {head} ->> %s)" if head else "({d} ->> %s)", {"d": doc}, path)
-        return _Access(
-            t=_render("jsonb_typeof({v})", {"v": value}), s=text, doc=doc if column and path else None, path=path
-        )
+        return _Access(t=_render("jsonb_typeof({v})", {"v": value}), s=text)
 
     def is_string(self, t: str) -> str:
         return f"{t} = 'string'"
 
+    #: Up to this many values, ``in`` is an OR of containments (each served by a GIN index); beyond, a plain IN.
+    MAX_CONTAINED = 100
+
+    @staticmethod
+    def _nest(path: tuple[str, ...], value: Any, *, list_path: tuple[str, ...] | None = None) -> Any:
+        """``{"a": {"b": value}}``; with ``list_path`` the value sits in an item of the list there:
+        ``{"products": [{"category": value}]}`` (containment then means: some item has it)."""
+        nested = value
+        for key in reversed(path):
+            nested = {key: nested}
+        if list_path is not None:
+            nested = [nested]
+            for key in reversed(list_path):
+                nested = {key: nested}
+        return nested
+
+    def _containment(self, doc: _Sql, shapes: list[Any]) -> _Sql:
+        """``doc @> shape`` (OR of several): exact equality of strings and booleans, any item of a list included."""
+        parts = " OR ".join(["{d} @> %s::jsonb"] * len(shapes))
+        sql = _render(f"({parts})", {"d": doc}, [json.dumps(shape, ensure_ascii=False) for shape in shapes])
+        # The documents (attributes, properties) are NOT NULL columns, so containment is never NULL.
+        return _Sql(sql.text, sql.params, never_null=True)
+
+    def _contained_values(self, test: JsonTest) -> list[Any] | None:
+        """The values a test is equivalent to containing (text eq/in, booleans), or None if it is not."""
+        if test.kind == "text" and test.op == "eq":
+            return [test.values[0]]
+        if test.kind == "text" and test.op == "in" and len(test.values) <= self.MAX_CONTAINED:
+            return list(test.values)
+        if test.kind == "boolean":
+            return [test.op == "is_true"]
+        return None
+
+    def match(self, doc: _Sql, test: JsonTest) -> _Sql:
+        values = self._contained_values(test)
+        if values is not None:
+            if test.array_at is None:
+                return self._containment(doc, [self._nest(test.path, v) for v in values])
+            list_path, rest = test.path[: test.array_at + 1], test.path[test.array_at + 1 :]
+            return self._containment(doc, [self._nest(rest, v, list_path=list_path) for v in values])
+        return super().match(doc, test)
+
     def any_item(self, doc: _Sql, list_path: tuple[str, ...], rest: tuple[str, ...], test: JsonTest) -> _Sql:
-        items = self.access(doc, list_path, column=False)
+        items = self.access(doc, list_path)
         listed = _render("({d} #> %s::text[])", {"d": doc}, [list(list_path)])
-        inner = self.predicate(self.access(_Sql("_item.value"), rest, column=False), test)
+        inner = self.predicate(self.access(_Sql("_item.value"), rest), test)
         return _render(
             "EXISTS (SELECT 1 FROM jsonb_array_elements(CASE WHEN {t} = 'array' THEN {l} END) AS _item(value)"
             " WHERE {p})",
             {"t": items.t, "l": listed, "p": inner},
         )
 
-    def _contained(self, acc: _Access, value: Any) -> _Sql:
-        nested: Any = value
-        for key in reversed(acc.path):
-            nested = {key: nested}
-        return _render("{d} @> %s::jsonb", {"d": acc.doc}, [json.dumps(nested, ensure_ascii=False)])
-
-    def text_eq(self, acc: _Access, value: str) -> _Sql:
-        if acc.doc is None:
-            return super().text_eq(acc, value)
-        return _render("{c} AND {t} = 'string'", {"c": self._contained(acc, value), "t": acc.t})
-
     def boolean(self, acc: _Access, truth: bool) -> _Sql:
-        if acc.doc is not None:
-            return self._contained(acc, truth)
         return _render("{t} = 'boolean' AND {s} = %s", {"t": acc.t, "s": acc.s}, ["true" if truth else "false"])
 
     def number(self, acc: _Access) -> _Sql:

@@ -137,7 +137,14 @@ class World:
         self.order(c, kst(2026, 1, 10, 12, 0), "니트", 30000)
         self.order(c, kst(2026, 2, 10, 12, 0), "니트", 30000)
         self.order(c, kst(2026, 2, 27, 20, 0), "가방", 30000)
-        self.event(c, PROMO, kst(2026, 2, 28, 14, 0), path="/promo/weekend")
+        self.event(
+            c,
+            PROMO,
+            kst(2026, 2, 28, 14, 0),
+            path="/promo/weekend",
+            tags=["summer", "sale"],
+            page={"section": "promo", "top": True},
+        )
         self.cart(c, 89000, ago(minutes=10))
         CouponFactory(contact=c, code="TODAY", issued_at=ago(days=3), expires_at=kst(2026, 3, 1, 20, 0))
 
@@ -158,7 +165,7 @@ class World:
         self.consent(c, ConsentPurpose.EMAIL, False)
         self.consent(c, ConsentPurpose.SMS, True)
         self.order(c, kst(2025, 11, 20, 15, 0), "가방", 600000)
-        self.event(c, PROMO, kst(2026, 2, 23, 9, 0), path="/promo/weekend")
+        self.event(c, PROMO, kst(2026, 2, 23, 9, 0), path="/promo/weekend", tags="sale", page={"section": "home"})
         self.event(c, "Product Added", ago(hours=2), product_id="P2")
         self.cart(c, 45000, ago(hours=2), checkout_started_at=ago(hours=2) + timedelta(minutes=5))
         CouponFactory(contact=c, code="SOON", issued_at=ago(days=3), expires_at=NOW + timedelta(days=3))

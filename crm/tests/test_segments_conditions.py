@@ -220,6 +220,16 @@ CASES: list[tuple[str, Any, set[str]]] = [
         event(ORDER, where=[BAG, prop("total", "number", "lt", 100000)]),
         {"minji"},
     ),
+    ("event-list-of-texts", event(PROMO, where=[prop("tags[]", "text", "eq", "sale")]), {"minji"}),
+    ("event-list-of-texts-in", event(PROMO, where=[prop("tags[]", "text", "in", ["x", "summer"])]), {"minji"}),
+    ("event-nested-key", event(PROMO, where=[prop("page.section", "text", "eq", "promo")]), {"minji"}),
+    ("event-nested-boolean", event(PROMO, where=[prop("page.top", "boolean", "is_true")]), {"minji"}),
+    ("event-nested-not-set", event(PROMO, where=[prop("page.top", "boolean", "not_set")]), {"junho", "hana"}),
+    (
+        "event-list-item-starts-with",
+        event(ORDER, where=[prop("products[].product_id", "text", "starts_with", "p-가")]),
+        {"minji", "junho", "yuna"},
+    ),
     # --- cart
     ("cart-not-empty", cart("items", "not_empty"), {"minji", "junho", "hana"}),
     ("cart-empty", cart("items", "empty"), {"seoyeon", "dohyun", "yuna", "minho"}),
