@@ -4,6 +4,7 @@ references (lists, tags, segments) checked; cycles refused naming the chain; the
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from django.utils import translation
@@ -331,3 +332,29 @@ def test_property_paths():
     assert parse_property_path("order.items[]") == (("order", "items"), 1)
     for bad in ("", "a..b", "a[].b[]", "[]", "a[0]", "a\x01", 3):
         assert parse_property_path(bad) is None
+
+
+# --- The documented examples ---------------------------------------------------------------------------------------
+
+
+def documented_rules() -> list[dict]:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "segments.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```json\n(.*?)```", text, flags=re.DOTALL)
+    return [json.loads(block) for block in blocks if '"version"' in block and '"root"' in block]
+
+
+def test_every_example_in_the_guide_is_valid():
+    documented = documented_rules()
+    assert len(documented) >= 6
+    for rules in documented:
+        validate_rules(rules, check_references=False)
+
+
+def test_the_guide_shows_the_ready_made_examples():
+    from crm.segments.examples import EXAMPLES
+
+    documented = documented_rules()
+    for name, _description, rules in EXAMPLES:
+        assert rules in documented, name
