@@ -232,12 +232,17 @@ def _plain(value: Any) -> str:
 
 
 def _predicate(label: Any, node: dict) -> str:
+    """``field op value`` in the active language's order (Korean: ``field: value op``)."""
     op = OPS.get(node.get("op"))
     if op is not None and op.phrase is not None:
         unit = UNITS.get(node.get("unit", "days"), node.get("unit"))
-        return f"{label} {op.phrase % {'amount': _plain(node.get('value')), 'unit': unit}}"
-    op_label = str(op.label) if op else str(node.get("op"))
-    return " ".join(part for part in (str(label), op_label, _value_text(node)) if part)
+        op_text = op.phrase % {"amount": _plain(node.get("value")), "unit": unit}
+        return gettext("%(field)s %(op)s") % {"field": label, "op": op_text}
+    op_text = str(op.label) if op else str(node.get("op"))
+    value = _value_text(node)
+    if not value:
+        return gettext("%(field)s %(op)s") % {"field": label, "op": op_text}
+    return gettext("%(field)s %(op)s %(value)s") % {"field": label, "op": op_text, "value": value}
 
 
 def describe(node: dict) -> str:
