@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
@@ -227,12 +228,17 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
-# Schedules the product needs; django-celery-beat's DatabaseScheduler copies them into its tables when beat starts
-# (editable in the admin under Settings → Periodic tasks afterwards).
+# The product's own periodic tasks. DatabaseScheduler copies these entries into its PeriodicTask table when beat
+# starts (an operator can see, pause or reschedule them in the admin: Settings → Periodic tasks). Crontab times are in
+# CELERY_TIMEZONE, the workspace time zone.
 CELERY_BEAT_SCHEDULE = {
     # Apply stored events whose processing task was lost (the API queues one after storing); warn on an old backlog.
     # A sweep not started within its interval is dropped, so a stopped worker does not find a pile of them.
     "crm.events_sweep": {"task": "crm.events_sweep", "schedule": 5.0, "options": {"expires": 5.0}},
+    "segment-sizes-daily": {
+        "task": "crm.segment_sizes_record",
+        "schedule": crontab(hour=0, minute=10),
+    },
 }
 # Longest countdown any product code may give a task; longer waits are rows with a due time.
 LOOP_MAX_TASK_COUNTDOWN = 15 * 60

@@ -30,6 +30,7 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 
 from config.admin_base import LoopModelAdmin, ReadOnlyModelAdmin, ReadOnlyTabularInline, json_block
+from crm import admin_segments  # noqa: F401 (registers the segment admin)
 from crm.admin_import import (
     ContactImportAdmin,
     ContactImportExportAdminMixin,

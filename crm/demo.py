@@ -4,7 +4,8 @@ A Korean online shop that also sells an online course, built from the scenarios 
 welcome coupon, the weekly weekend promotion page ("주말 한정 할인", /promo/weekend), product views, carts and
 abandoned checkouts (a reminder 30 minutes after leaving), wishlists (a message a day later), coupons expiring today,
 orders and repeat orders, a lead form for the course, consent per channel with its history (some withdrawn, some
-advertising consent older than two years, due for re-confirmation), app installs with push tokens.
+advertising consent older than two years, due for re-confirmation), app installs with push tokens; and the ready-made
+segments of ``crm.segments.examples`` (created once by name, never overwritten).
 
 Rules:
 
@@ -53,10 +54,12 @@ from crm.models import (
     Device,
     Event,
     Order,
+    Segment,
     Source,
     Tag,
     WishlistItem,
 )
+from crm.segments.examples import EXAMPLES
 
 SEED = "loop-crm-demo-v1"
 DEMO_SOURCE_NAME = "demo"
@@ -89,6 +92,7 @@ CREATED_KEYS = (
     "contact_lists",
     "tag_assignments",
     "list_memberships",
+    "segments",
 )
 
 # --- Event names (Segment's e-commerce spec where it has one) ----------------------------------------------------
@@ -822,6 +826,9 @@ def demo_load(*, contacts: int = 300, now: datetime | None = None) -> dict[str, 
         name=DEMO_LIST_NAME, defaults={"description": DEMO_LIST_DESCRIPTION}
     )
     created["contact_lists"] += made
+    for name, description, rules in EXAMPLES:
+        _segment, made = Segment.objects.get_or_create(name=name, defaults={"description": description, "rules": rules})
+        created["segments"] += made
 
     wanted = [demo_external_id(i) for i in range(1, contacts + 1)]
     existing = set(_values_in(Contact.objects.all(), "external_id", wanted))
@@ -887,6 +894,7 @@ SUMMARY_LABELS = {
     "contact_lists": ("static list", "static lists"),
     "tag_assignments": ("tag assignment", "tag assignments"),
     "list_memberships": ("list membership", "list memberships"),
+    "segments": ("segment", "segments"),
 }
 
 

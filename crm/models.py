@@ -278,7 +278,8 @@ class Event(models.Model):
         ]
         indexes = [
             models.Index(fields=["contact", "-occurred_at", "-id"], name="crm_event_contact_timeline"),
-            models.Index(fields=["name", "occurred_at"], name="crm_event_name_time"),
+            # Segments ask "who did NAME between t1 and t2": a range scan that also yields the contact (index-only).
+            models.Index(fields=["name", "occurred_at", "contact"], name="crm_event_name_time_contact"),
             models.Index(fields=["contact", "name", "occurred_at"], name="crm_event_contact_name_time"),
         ]
 

@@ -6,6 +6,7 @@ from crm import services
 from crm.services.event_processing import events_process_pending, events_sweep
 from crm.services.imports import contact_import_run_apply, contact_import_run_preview
 from crm.services.ingest import PROCESS_TRIGGER_MEMO_SECONDS
+from crm.services.segments import segment_sizes_record
 
 #: The processing task looks once more this long after finding nothing: longer than a web process's trigger memo,
 #: so an event whose request relied on this task (and queued none) is never left for the sweep.
@@ -42,3 +43,9 @@ def events_process_task() -> None:
 def events_sweep_task() -> None:
     """Every few seconds (celery-beat): apply events whose task was lost; warn when the backlog grows old."""
     events_sweep()
+
+
+@shared_task(name="crm.segment_sizes_record", ignore_result=True)
+def segment_sizes_record_task() -> None:
+    """Record today's member count of every segment (beat runs it daily; idempotent: one row per segment and day)."""
+    segment_sizes_record()
