@@ -205,9 +205,9 @@ def test_the_fired_task_makes_one_run_for_the_occurrence_even_when_delivered_twi
             fire_recurring.delay(campaign.pk)
         with django_capture_on_commit_callbacks(execute=True):
             fire_recurring.delay(campaign.pk)  # redelivered, or a second beat process
-    with time_machine.travel(SUNDAY_8PM + timedelta(minutes=2), tick=False):
-        with django_capture_on_commit_callbacks(execute=True):
-            fire_recurring.delay(campaign.pk)  # late: still the 20:00 occurrence
+    late = time_machine.travel(SUNDAY_8PM + timedelta(minutes=2), tick=False)
+    with late, django_capture_on_commit_callbacks(execute=True):
+        fire_recurring.delay(campaign.pk)  # late: still the 20:00 occurrence
 
     run = Run.objects.get()
     assert run.scheduled_for == SUNDAY_8PM
