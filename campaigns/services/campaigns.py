@@ -108,7 +108,7 @@ def _set_status(campaign: Campaign, status: str, *, user, action: str, extra: di
 def _require(campaign: Campaign, allowed: set[str], action: str) -> None:
     if campaign.status not in allowed:
         raise ValidationError(
-            _("Cannot %(action)s a campaign that is %(status)s.")
+            _("%(action)s: not possible while the campaign is %(status)s.")
             % {"action": action, "status": campaign.get_status_display()}
         )
 
@@ -118,7 +118,7 @@ def campaign_schedule(*, campaign: Campaign, user=None, now: datetime | None = N
     """Draft → scheduled (recurring: its PeriodicTask is created; send now: the run starts at once)."""
     now = now or timezone.now()
     campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
-    _require(campaign, {Campaign.Status.DRAFT}, _("schedule"))
+    _require(campaign, {Campaign.Status.DRAFT}, _("Schedule"))
     problems = campaign_problems(campaign=campaign, now=now)
     if problems:
         raise ValidationError(problems)
@@ -143,7 +143,7 @@ def campaign_send_now(*, campaign: Campaign, user=None, now: datetime | None = N
     """An extra run right now, whatever the schedule (a draft is scheduled first)."""
     now = now or timezone.now()
     campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
-    _require(campaign, {Campaign.Status.DRAFT, Campaign.Status.SCHEDULED, Campaign.Status.COMPLETED}, _("send"))
+    _require(campaign, {Campaign.Status.DRAFT, Campaign.Status.SCHEDULED, Campaign.Status.COMPLETED}, _("Send now"))
     if campaign.kind != Campaign.Kind.BROADCAST:
         raise ValidationError(_("Only broadcasts are sent to a segment."))
     problems = campaign_problems(campaign=campaign, now=now)
@@ -160,14 +160,14 @@ def campaign_send_now(*, campaign: Campaign, user=None, now: datetime | None = N
 def campaign_pause(*, campaign: Campaign, user=None) -> Campaign:
     """Stop: no new runs (the PeriodicTask is disabled), unsent sends wait in the queue."""
     campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
-    _require(campaign, {Campaign.Status.SCHEDULED, Campaign.Status.RUNNING}, _("pause"))
+    _require(campaign, {Campaign.Status.SCHEDULED, Campaign.Status.RUNNING}, _("Pause"))
     return _set_status(campaign, Campaign.Status.PAUSED, user=user, action="paused")
 
 
 @transaction.atomic
 def campaign_resume(*, campaign: Campaign, user=None) -> Campaign:
     campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
-    _require(campaign, {Campaign.Status.PAUSED}, _("resume"))
+    _require(campaign, {Campaign.Status.PAUSED}, _("Resume"))
     active = campaign.runs.filter(status=Run.Status.SENDING).exists() or campaign.kind == Campaign.Kind.TRIGGERED
     return _set_status(
         campaign, Campaign.Status.RUNNING if active else Campaign.Status.SCHEDULED, user=user, action="resumed"
@@ -182,7 +182,7 @@ def campaign_cancel(*, campaign: Campaign, user=None, now: datetime | None = Non
     _require(
         campaign,
         {Campaign.Status.DRAFT, Campaign.Status.SCHEDULED, Campaign.Status.RUNNING, Campaign.Status.PAUSED},
-        _("cancel"),
+        _("Cancel"),
     )
     skipped = Send.objects.filter(
         campaign=campaign, status__in=[Send.Status.WAITING, Send.Status.QUEUED, Send.Status.HELD]
