@@ -115,11 +115,11 @@ def _claim(send_ids: Iterable[int], *, now: datetime) -> str | None:
     return token if claimed else None
 
 
-def _release(token: str, *, now: datetime, error: str) -> int:
+def _release(token: str, ids: list[int], *, now: datetime, error: str) -> int:
     """Put a claim's unfinished sends back in the queue with a backoff; failed once attempts are used up."""
     released = 0
     with transaction.atomic():
-        for send in Send.objects.filter(claim=token, status=Send.Status.SENDING).only("pk", "attempts"):
+        for send in Send.objects.filter(pk__in=ids, claim=token, status=Send.Status.SENDING).only("pk", "attempts"):
             if send.attempts >= settings.LOOP_SEND_MAX_ATTEMPTS:
                 Send.objects.filter(pk=send.pk).update(
                     status=Send.Status.FAILED, error=error[:2000], finished_at=now, claim=""
@@ -322,12 +322,13 @@ def sends_process(*, send_ids: Sequence[int], now: datetime | None = None) -> di
     token = _claim(send_ids, now=now)
     if token is None:
         return {}
-    run_ids = set(Send.objects.filter(claim=token).exclude(run=None).values_list("run_id", flat=True))
+    ids = list(send_ids)  # every lookup by claim token is narrowed by primary key (the token is not indexed)
+    run_ids = set(Send.objects.filter(pk__in=ids, claim=token).exclude(run=None).values_list("run_id", flat=True))
     try:
-        outcome = _deliver(token, now=now)
+        outcome = _deliver(token, ids, now=now)
     except Exception as exc:
         log.exception("send_chunk_failed", error_type=type(exc).__name__)
-        _release(token, now=now, error=f"{type(exc).__name__}: {exc}")
+        _release(token, ids, now=now, error=f"{type(exc).__name__}: {exc}")
         outcome = {"released": 1}
     from campaigns.services.runs import run_finish_if_done
 
@@ -336,9 +337,9 @@ def sends_process(*, send_ids: Sequence[int], now: datetime | None = None) -> di
     return outcome
 
 
-def _deliver(token: str, *, now: datetime) -> dict[str, int]:
+def _deliver(token: str, ids: list[int], *, now: datetime) -> dict[str, int]:
     sends = list(
-        Send.objects.filter(claim=token, status=Send.Status.SENDING)
+        Send.objects.filter(pk__in=ids, claim=token, status=Send.Status.SENDING)
         .select_related("campaign", "variant")
         .order_by("id")
     )
