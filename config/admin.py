@@ -30,7 +30,18 @@ ADMIN_SECTIONS: list[tuple[str, object, list[str]]] = [
         ],
     ),
     ("segments", _("Segments"), ["crm.segment"]),
-    ("campaigns", _("Campaigns"), ["campaigns.campaign", "campaigns.run", "campaigns.send", "campaigns.template"]),
+    (
+        "campaigns",
+        _("Campaigns"),
+        [
+            "campaigns.campaign",
+            "campaigns.run",
+            "campaigns.send",
+            "campaigns.outboxmessage",
+            "campaigns.suppression",
+            "campaigns.template",
+        ],
+    ),
     ("journeys", _("Journeys"), ["journeys.journey", "journeys.enrollment", "journeys.playbook"]),
     ("reports", _("Reports"), ["campaigns.report", "journeys.report"]),
     (

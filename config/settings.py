@@ -293,3 +293,26 @@ LOOP_IMPORT_ASYNC_ROWS = env.int("IMPORT_ASYNC_ROWS", default=5000)
 LOOP_IMPORT_MAX_BYTES = env.int("IMPORT_MAX_BYTES", default=100 * 1024 * 1024)
 # Where `make run` writes the generated admin password (development only).
 LOOP_ADMIN_CREDENTIALS_FILE = VAR_DIR / "admin-credentials.txt"
+
+# --- Campaigns and the send pipeline ------------------------------------------------------------------------------
+# Backend per channel ("email=outbox,sms=outbox"); every channel not named uses the outbox (stores messages, viewable
+# in the admin). CHANNEL_DRY_RUN=1 routes every channel to the outbox (staging).
+LOOP_CHANNEL_BACKENDS = env.dict("CHANNEL_BACKENDS", default={})
+LOOP_CHANNEL_DRY_RUN = env_flag("CHANNEL_DRY_RUN", default=False)
+# Frequency cap: at most this many marketing messages per contact in any 24 hours / 7 days, across campaigns
+# (0 = no limit). Campaigns marked exempt neither count nor are limited.
+LOOP_FREQUENCY_CAP_DAY = env.int("FREQUENCY_CAP_DAY", default=2)
+LOOP_FREQUENCY_CAP_WEEK = env.int("FREQUENCY_CAP_WEEK", default=5)
+# Sends per Celery task, and how long a claimed send may stay unanswered before the beat tick recovers it.
+LOOP_SEND_CHUNK_SIZE = env.int("SEND_CHUNK_SIZE", default=500)
+LOOP_SEND_CLAIM_LEASE = env.int("SEND_CLAIM_LEASE_SECONDS", default=600)
+LOOP_SEND_MAX_ATTEMPTS = env.int("SEND_MAX_ATTEMPTS", default=5)
+# The Korean advertising form: "(광고)" first, the sender's name and contact, and a free opt-out line.
+LOOP_SENDER_NAME = env.str("SENDER_NAME", default="Loop Shop")
+LOOP_SENDER_CONTACT = env.str("SENDER_CONTACT", default="")
+LOOP_OPTOUT_PHONE = env.str("OPTOUT_PHONE", default="080-000-0000")
+# The campaigns tick: starts due one-time runs, releases due and held sends, picks A/B winners, recovers stale
+# claims. Installed into the database scheduler when beat starts.
+CELERY_BEAT_SCHEDULE = {
+    "campaigns-tick": {"task": "campaigns.tick", "schedule": env.float("CAMPAIGNS_TICK_SECONDS", default=60.0)},
+}

@@ -1,0 +1,73 @@
+"""The automatic A/B winner: after the wait, the best variant by the campaign's metric goes to the rest."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import structlog
+from django.db import transaction
+from django.utils import timezone
+
+from campaigns.models import Campaign, Run, Send
+from campaigns.selectors import variant_goal_metrics
+from campaigns.services.sending import sends_enqueue
+
+log = structlog.get_logger(__name__)
+
+
+def run_decide_winner(*, run_id: int, now: datetime | None = None) -> Run:
+    """Pick the winner of a run's test (highest metric; ties go to the earlier variant), then release the waiting
+    sends with that variant, due now plus the variant's delay. Idempotent: a decided run is left alone."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        run = Run.objects.select_for_update().select_related("campaign").get(pk=run_id)
+        if run.winner_decided_at is not None or run.status != Run.Status.SENDING:
+            return run
+        campaign = run.campaign
+        metrics = variant_goal_metrics(run=run)
+        key = campaign.winner_metric
+        variants = list(campaign.variants.order_by("id"))
+        best = max(variants, key=lambda v: (metrics[v.pk][key], -variants.index(v)))
+        run.winner_variant = best
+        run.winner_decided_at = now
+        run.winner_explanation = {
+            "metric": key,
+            "goal_event": campaign.goal_event,
+            "attribution_window_hours": campaign.attribution_window_hours,
+            "variants": {
+                str(v.pk): {
+                    "name": v.name,
+                    "sent": metrics[v.pk]["sent"],
+                    "conversions": metrics[v.pk]["conversions"],
+                    "revenue": str(metrics[v.pk]["revenue"]),
+                    "conversion_rate": metrics[v.pk]["conversion_rate"],
+                    "revenue_per_send": metrics[v.pk]["revenue_per_send"],
+                }
+                for v in variants
+            },
+            "winner": best.name,
+        }
+        run.save(update_fields=["winner_variant", "winner_decided_at", "winner_explanation"])
+        due = now + timedelta(minutes=best.send_delay_minutes)
+        waiting = Send.objects.filter(run=run, status=Send.Status.WAITING)
+        ids = list(waiting.values_list("pk", flat=True))
+        waiting.update(variant=best, status=Send.Status.QUEUED, due_at=due)
+        if due <= now:
+            sends_enqueue(send_ids=ids, now=now)
+    log.info("winner_decided", run=run.pk, winner=best.name, released=len(ids))
+    return run
+
+
+def runs_decide_due_winners(*, now: datetime | None = None) -> int:
+    now = now or timezone.now()
+    due = Run.objects.filter(
+        status=Run.Status.SENDING,
+        winner_decide_at__lte=now,
+        winner_decided_at__isnull=True,
+        campaign__status__in=[Campaign.Status.RUNNING, Campaign.Status.SCHEDULED],
+    ).values_list("pk", flat=True)
+    count = 0
+    for run_id in list(due):
+        run_decide_winner(run_id=run_id, now=now)
+        count += 1
+    return count
