@@ -239,6 +239,13 @@ CELERY_BEAT_SCHEDULE = {
         "task": "crm.segment_sizes_record",
         "schedule": crontab(hour=0, minute=10),
     },
+    # Proves beat and a worker are alive (admin: Settings → Heartbeats).
+    "heartbeat": {
+        "task": "crm.record_heartbeat",
+        "schedule": 60.0,
+        "kwargs": {"name": "beat"},
+        "options": {"expires": 60.0},
+    },
 }
 # Longest countdown any product code may give a task; longer waits are rows with a due time.
 LOOP_MAX_TASK_COUNTDOWN = 15 * 60
@@ -313,6 +320,7 @@ LOOP_SENDER_CONTACT = env.str("SENDER_CONTACT", default="")
 LOOP_OPTOUT_PHONE = env.str("OPTOUT_PHONE", default="080-000-0000")
 # The campaigns tick: starts due one-time runs, releases due and held sends, picks A/B winners, recovers stale
 # claims. Installed into the database scheduler when beat starts.
-CELERY_BEAT_SCHEDULE = {
-    "campaigns-tick": {"task": "campaigns.tick", "schedule": env.float("CAMPAIGNS_TICK_SECONDS", default=60.0)},
+CELERY_BEAT_SCHEDULE["campaigns-tick"] = {
+    "task": "campaigns.tick",
+    "schedule": env.float("CAMPAIGNS_TICK_SECONDS", default=60.0),
 }

@@ -71,7 +71,12 @@ def test_sent_to_exactly_the_segments_consenting_members_minus_holdout(django_ca
     excluded = people(5, "email", tags=[vip], lists=[unsubscribed])
     campaign = CampaignFactory(
         segment=SegmentFactory(tag="vip"),
-        exclude_segment=SegmentFactory(rules={"version": 1, "root": {"type": "list", "list": unsubscribed.pk}}),
+        exclude_segment=SegmentFactory(
+            rules={
+                "version": 1,
+                "root": {"type": "group", "op": "and", "children": [{"type": "list", "list": unsubscribed.pk}]},
+            }
+        ),
         holdout_percent=10,
     )
 

@@ -255,3 +255,10 @@ def test_relative_times_use_the_moment_of_evaluation(people):
     with time_machine.travel(datetime(2026, 3, 1, 15, 0, tzinfo=UTC), tick=False):  # midnight in Seoul
         assert not segment.contains(seen)
     assert segment.contains(seen, now=datetime(2026, 3, 1, 0, 0, tzinfo=UTC) + timedelta(hours=5))
+
+
+def test_every_product_schedule_survives_the_settings_module():
+    """The apps' beat entries live in one dict: a later assignment must not drop an earlier app's entries."""
+    assert {"crm.events_sweep", "segment-sizes-daily", "heartbeat", "campaigns-tick"} <= set(
+        settings.CELERY_BEAT_SCHEDULE
+    )
