@@ -10,7 +10,8 @@ one transaction per batch of up to ``BATCH_SIZE`` events, oldest id first:
 3. in time order (``occurred_at``, then id: an identify before a track of the same instant in a batch, "Product
    Added" before "Product Removed"): profile traits and consent, push tokens, commerce state (carts, orders and
    order history, wishlists, coupons), first/last seen;
-4. the queue rows are deleted and, after commit, ``crm.signals.events_recorded`` announces the batch's event ids.
+4. ``crm.signals.events_recorded`` announces the batch's event ids inside the same transaction (each receiver in
+   a savepoint of its own), and the queue rows are deleted: what receivers write commits with the batch, exactly once.
 
 Exactly once: derived state is written in the same transaction that deletes the queue rows, so a batch is either
 applied and gone, or not applied and still queued (a worker that dies mid-batch, a retried task, a second worker:
@@ -302,12 +303,22 @@ def _apply_isolating(
 
 
 def _announce(event_ids: list[int]) -> None:
-    for receiver, response in events_recorded.send_robust(sender=Event, event_ids=event_ids):
-        if isinstance(response, Exception):
+    """Send ``events_recorded`` inside the batch's transaction, each receiver in a savepoint: a receiver's writes
+    commit with the batch (exactly once, never for a batch that rolls back); one that raises is logged, its writes
+    are undone, and the others and the batch go on. Database outages propagate and roll the whole batch back."""
+    # Django's Signal offers per-receiver calls only through send_robust, which cannot wrap each in a savepoint.
+    sync_receivers, _async_receivers = events_recorded._live_receivers(Event)
+    for receiver in sync_receivers:
+        try:
+            with transaction.atomic():
+                receiver(signal=events_recorded, sender=Event, event_ids=event_ids)
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception as exc:
             logger.error(
                 "events.receiver_failed",
                 receiver=getattr(receiver, "__qualname__", repr(receiver)),
-                error=f"{type(response).__name__}: {response}"[:300],
+                error=f"{type(exc).__name__}: {exc}"[:300],
                 events=len(event_ids),
             )
 
@@ -346,6 +357,9 @@ def _process_batch(batch_size: int, source_names: dict[int, str]) -> _Batch | No
             source_names.update(Source.objects.filter(id__in=missing).values_list("id", "name"))
         applied, failed = _apply_isolating(live, lambda chunk: _apply(chunk, source_names))
         failed_ids = {e.id for e, _exc in failed}
+        applied_ids = sorted(e.id for e in applied)
+        if applied_ids:
+            _announce(applied_ids)
         _dequeue([i for i in claimed if i not in failed_ids | unlocked])
         if failed:
             now = timezone.now()
@@ -355,9 +369,6 @@ def _process_batch(batch_size: int, source_names: dict[int, str]) -> _Batch | No
                 logger.error("events.apply_failed", event_id=event.id, name=event.name, error=error[:300])
         outcome.applied, outcome.failed = len(applied), len(failed)
         outcome.skipped = outcome.claimed - outcome.applied - outcome.failed - len(unlocked)
-        applied_ids = sorted(e.id for e in applied)
-        if applied_ids:
-            transaction.on_commit(lambda: _announce(applied_ids))
     return outcome
 
 

@@ -20,7 +20,7 @@ from django.db import OperationalError, connections
 
 from crm import tasks
 from crm.ingest.messages import parse_message
-from crm.models import Cart, Contact, ContactAlias, Event, Order, Source, UnprocessedEvent
+from crm.models import Cart, Contact, ContactAlias, Event, Order, Source, Tag, UnprocessedEvent
 from crm.services import event_processing, ingest
 from crm.services.contacts import contact_erase
 from crm.services.event_processing import (
@@ -58,7 +58,7 @@ def added(mid, user="u1", at=T0, product="p1", quantity=1):
 
 @pytest.fixture
 def announced():
-    """Event ids announced through events_recorded, in the order received (receivers run after commit)."""
+    """Event ids announced through events_recorded, in the order received (receivers run in the batch)."""
     received: list[int] = []
     lock = threading.Lock()
 
@@ -168,7 +168,7 @@ def test_identify_in_the_same_batch_comes_before_the_track_that_follows_it(sourc
     assert Contact.objects.get().consents.get(purpose="sms").granted is False
 
 
-def test_each_event_is_announced_once_after_its_batch_commits(source, announced, django_capture_on_commit_callbacks):
+def test_each_event_is_announced_once_with_its_batch(source, announced, django_capture_on_commit_callbacks):
     first = event_record_batch(source=source, messages=msgs(*(added(f"m{i}") for i in range(5))))
     again = event_record_batch(source=source, messages=msgs(added("m0"), added("m5")))  # a retry and a new one
     assert (again.stored, again.duplicates) == (1, 1)
@@ -184,16 +184,51 @@ def test_a_failing_receiver_does_not_stop_processing(source, announced, caplog, 
     def broken(sender, event_ids, **kwargs):
         raise RuntimeError("journeys is down")
 
+    def writes_then_breaks(sender, event_ids, **kwargs):
+        Tag.objects.create(name="half-written")
+        raise RuntimeError("journeys is down")
+
     events_recorded.connect(broken)
+    events_recorded.connect(writes_then_breaks)
     try:
         event_record_batch(source=source, messages=msgs(added("a")))
         with caplog.at_level(logging.ERROR), django_capture_on_commit_callbacks(execute=True):
             outcome = events_process_pending()
     finally:
         events_recorded.disconnect(broken)
+        events_recorded.disconnect(writes_then_breaks)
     assert outcome.applied == 1
     assert len(announced) == 1
-    assert "events.receiver_failed" in caplog.text
+    assert caplog.text.count("events.receiver_failed") == 2
+    assert not Tag.objects.filter(name="half-written").exists()  # the failing receiver's writes are undone
+    assert not UnprocessedEvent.objects.exists()
+
+
+def test_receivers_write_in_the_batch_transaction_so_a_rolled_back_batch_leaves_nothing(source, monkeypatch):
+    def enroll(sender, event_ids, **kwargs):
+        Tag.objects.bulk_create([Tag(name=f"enrolled-{i}") for i in event_ids])
+
+    event_record_batch(source=source, messages=msgs(added("a"), added("b")))
+    events_recorded.connect(enroll)
+    try:
+        processing = event_processing
+        real_dequeue = processing._dequeue
+
+        def crash_after_announcing(event_ids):
+            raise OperationalError("the database went away")
+
+        monkeypatch.setattr(processing, "_dequeue", crash_after_announcing)
+        with pytest.raises(OperationalError):
+            events_process_pending()
+        assert not Tag.objects.filter(name__startswith="enrolled-").exists()
+        assert UnprocessedEvent.objects.count() == 2
+
+        monkeypatch.setattr(processing, "_dequeue", real_dequeue)
+        events_process_pending()
+        events_process_pending()  # nothing left: no second announcement
+    finally:
+        events_recorded.disconnect(enroll)
+    assert Tag.objects.filter(name__startswith="enrolled-").count() == 2
 
 
 def test_an_event_that_cannot_be_applied_is_isolated_and_kept_with_its_error(
