@@ -62,8 +62,8 @@ format: install-dev
 	$(BIN)/ruff check --fix .
 
 messages: install
-	$(PY) manage.py makemessages --locale ko --ignore=.venv --ignore=var --no-obsolete
-	$(PY) manage.py makemessages --locale ko --domain djangojs --ignore=.venv --ignore=var --ignore=static/vendor --no-obsolete
+	$(PY) manage.py makemessages --locale ko --ignore=.venv --ignore=var --ignore=bench --no-obsolete --no-location
+	$(PY) manage.py makemessages --locale ko --domain djangojs --ignore=.venv --ignore=var --ignore=static/vendor --no-obsolete --no-location
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -25,6 +25,9 @@ CONNECT_TIMEOUT = 3.0
 
 deselected_key = pytest.StashKey[int]()
 integration_selected_key = pytest.StashKey[int]()
+#: The Playwright page of a browser test (set by ``browser_page``), and the files saved for failed browser tests.
+browser_page_key = pytest.StashKey[object]()
+browser_failures_key = pytest.StashKey[list]()
 
 
 def integration_enabled() -> bool:
@@ -54,7 +57,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    """Under LOOP_INTEGRATION=1 an integration test must run: turn any skip of one into a failure."""
+    """Under LOOP_INTEGRATION=1 an integration test must run: turn any skip of one into a failure. A failed browser
+    test leaves its page's screenshot and HTML (``browser_failure_save``)."""
     report = yield
     if report.skipped and integration_enabled() and is_integration(item) and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
@@ -62,6 +66,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         report.longrepr = (
             f"integration test skipped under {INTEGRATION_ENV}=1, which is not allowed (it must pass or fail): {reason}"
         )
+    browser_failure_save(item, report)
     return report
 
 
@@ -74,6 +79,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             " integration`, or all of CI with `bash .ci/run`.",
             yellow=True,
         )
+    saved = config.stash.get(browser_failures_key, [])
+    if saved:
+        terminalreporter.section("browser failures: the page of each failed browser test", yellow=True)
+        for path in saved:
+            terminalreporter.write_line(str(path))
     if integration_enabled():
         # .ci/run checks this line: the second pass must have run integration tests, not silently none.
         terminalreporter.write_line(
@@ -220,6 +230,7 @@ def browser_page(request, chromium, live_server):
     )
     context.set_default_timeout(15_000)
     page = context.new_page()
+    request.node.stash[browser_page_key] = page  # for browser_failure_save, should the test fail
     yield page
     context.close()
 
@@ -256,3 +267,46 @@ def screenshot():
         return path
 
     return take
+
+
+def browser_failure_name(nodeid: str) -> str:
+    """A file name for a test id: ``crm/tests/test_x.py::test_y[a b]`` → ``crm-tests-test_x.py--test_y-a_b-``."""
+    import re
+
+    name = nodeid.replace("/", "-").replace("::", "--")
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name.replace("[", "-").replace("]", "-"))[:200]
+
+
+def browser_failure_save(item: pytest.Item, report: pytest.TestReport) -> list:
+    """When a browser test fails (in its setup, e.g. the login, or its body), save what its page showed: a
+    full-page screenshot and the HTML, as ``$LOOP_VAR_DIR/browser-failures/<test>.png`` and ``.html`` (CI keeps the
+    folder as output). Their paths are added to the failure's report and listed at the end of the run. Returns the
+    paths saved (none for a passing, non-browser or page-less test)."""
+    from pathlib import Path
+
+    if not report.failed or report.when not in ("setup", "call") or item.get_closest_marker("browser") is None:
+        return []
+    page = item.stash.get(browser_page_key, None)
+    if page is None or page.is_closed():
+        return []
+    from django.conf import settings
+
+    folder = Path(settings.VAR_DIR) / "browser-failures"
+    folder.mkdir(parents=True, exist_ok=True)
+    base = folder / browser_failure_name(item.nodeid)
+    saved, problems = [], []
+    png, html = base.with_name(base.name + ".png"), base.with_name(base.name + ".html")
+    try:
+        page.screenshot(path=str(png), full_page=True, timeout=10_000)
+        saved.append(png)
+    except Exception as exc:  # a crashed page must not hide the test's own failure
+        problems.append(f"screenshot not saved: {type(exc).__name__}: {exc}")
+    try:
+        html.write_text(f"<!-- {page.url} -->\n{page.content()}", encoding="utf-8")
+        saved.append(html)
+    except Exception as exc:
+        problems.append(f"HTML not saved: {type(exc).__name__}: {exc}")
+    lines = [f"page: {page.url}", *(f"saved: {path}" for path in saved), *problems]
+    report.sections.append(("browser failure", "\n".join(lines)))
+    item.config.stash.setdefault(browser_failures_key, []).extend(saved)
+    return saved

@@ -19,6 +19,8 @@ from django.utils.html import escape
 AD_MARK = "(광고)"
 #: Replaced by the email backend with the contact's signed unsubscribe URL.
 UNSUBSCRIBE_URL = "%%loop_unsubscribe_url%%"
+#: Class of the paragraph the form appends to email HTML (the email layout moves it into its own footer).
+AD_FOOTER_CLASS = "loop-ad-footer"
 
 
 def apply_advertising_form(*, channel: str, content: dict[str, Any], sender_name: str = "") -> dict[str, Any]:
@@ -36,7 +38,7 @@ def apply_advertising_form(*, channel: str, content: dict[str, Any], sender_name
         result["body"] = f"{body}\n\n{footer}".strip()
         if result.get("html"):
             html_footer = (
-                f'<p class="loop-ad-footer">{escape(sender_line)}<br>'
+                f'<p class="{AD_FOOTER_CLASS}">{escape(sender_line)}<br>'
                 f'수신을 원하지 않으시면 <a href="{UNSUBSCRIBE_URL}">수신거부</a></p>'
             )
             html = result["html"]

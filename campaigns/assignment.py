@@ -64,3 +64,40 @@ class Assigner:
         x = (u - self.holdout) / (1 - self.holdout) if self.holdout < 1 else 0.0
         index = min(bisect_right(self.bounds, x), len(self.ids) - 1)
         return Assignment(self.ids[index], False, self.test is not None)
+
+
+def _first(predicate, low: int = 0, high: int = SCALE) -> int:
+    """The smallest integer n in [low, high] for which ``predicate`` (False then True as n grows) holds; ``high``
+    when it holds for none below it."""
+    while low < high:
+        middle = (low + high) // 2
+        if predicate(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """``Assigner.assign`` as comparisons of the digest's two 64-bit integers (``n``: bytes 1–8, ``m``: bytes
+    9–16, unsigned big-endian), for SQL: holdout when ``n < holdout``; in the auto-winner test group when ``test``
+    is None or ``m < test``; otherwise variant ``ids[k]`` where k is the number of ``bounds`` ≤ n (at most the last
+    index). Found by bisection over the same float expressions ``assign`` evaluates, which are non-decreasing in n
+    and m, so the SQL comparisons give exactly the same assignment."""
+
+    holdout: int
+    test: int | None
+    bounds: tuple[int, ...]
+    ids: tuple[int, ...]
+
+
+def thresholds(assigner: Assigner) -> Thresholds:
+    holdout = _first(lambda n: not n / SCALE < assigner.holdout)
+    test = None if assigner.test is None else _first(lambda m: not m / SCALE < assigner.test)
+
+    def x(n: int) -> float:
+        return (n / SCALE - assigner.holdout) / (1 - assigner.holdout) if assigner.holdout < 1 else 0.0
+
+    bounds = tuple(_first(lambda n, b=b: b <= x(n)) for b in assigner.bounds)
+    return Thresholds(holdout, test, bounds, tuple(assigner.ids))

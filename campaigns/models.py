@@ -24,6 +24,21 @@ def validate_time_zone(value: str) -> None:
         raise ValidationError(_("Unknown time zone %(zone)s."), params={"zone": value})
 
 
+#: Largest MMS image the Korean carriers accept (Solapi: JPEG up to 200 KB).
+MMS_IMAGE_MAX_BYTES = 200 * 1024
+
+
+def validate_mms_image(value) -> None:
+    if value.size > MMS_IMAGE_MAX_BYTES:
+        raise ValidationError(
+            _("An MMS image is at most 200 KB; this one is %(size)d KB."), params={"size": value.size // 1024}
+        )
+    head = value.read(3)
+    value.seek(0)
+    if head != b"\xff\xd8\xff":
+        raise ValidationError(_("An MMS image must be a JPEG file."))
+
+
 def default_time_zone() -> str:
     return settings.TIME_ZONE
 
@@ -31,6 +46,11 @@ def default_time_zone() -> str:
 class Purpose(models.TextChoices):
     INFORMATIONAL = "informational", _("Informational")
     ADVERTISING = "advertising", _("Advertising")
+
+
+class KakaoType(models.TextChoices):
+    ALIMTALK = "alimtalk", _("AlimTalk (approved template, informational)")
+    FRIENDTALK = "friendtalk", _("FriendTalk (friends of the channel, advertising allowed)")
 
 
 class Campaign(models.Model):
@@ -58,16 +78,38 @@ class Campaign(models.Model):
         HOLD = "hold", _("Hold until 08:00")
         SKIP = "skip", _("Skip")
 
+    class Builtin(models.TextChoices):
+        ADS_RECONSENT_EMAIL = "ads_reconsent_email", _("Advertising consent notice (email)")
+        ADS_RECONSENT_SMS = "ads_reconsent_sms", _("Advertising consent notice (SMS)")
+
     class WinnerMetric(models.TextChoices):
         CONVERSION_RATE = "conversion_rate", _("Conversion rate (goal event)")
         REVENUE_PER_SEND = "revenue_per_send", _("Revenue per send (goal event)")
 
-    name = models.CharField(_("name"), max_length=200)
-    description = models.TextField(_("description"), blank=True)
-    kind = models.CharField(_("kind"), max_length=20, choices=Kind.choices, default=Kind.BROADCAST)
-    channel = models.CharField(_("channel"), max_length=20, choices=channel_choices)
+    name = models.CharField(
+        _("name"),
+        max_length=200,
+        help_text=_("What the team sees in lists and reports, e.g. “주말 프로모션 마감 알림”. Customers never see it."),
+    )
+    description = models.TextField(_("description"), blank=True, help_text=_("Optional: the goal, the offer, notes."))
+    kind = models.CharField(
+        _("kind"),
+        max_length=20,
+        choices=Kind.choices,
+        default=Kind.BROADCAST,
+        help_text=_(
+            "Broadcast: sent to a segment now, once or on a schedule. Triggered: sent one contact at a time by a "
+            "journey (no audience or schedule here)."
+        ),
+    )
+    channel = models.CharField(
+        _("channel"),
+        max_length=20,
+        choices=channel_choices,
+        help_text=_("How it reaches the contact: email, SMS/LMS, KakaoTalk or app push (needs the app installed)."),
+    )
     purpose = models.CharField(
-        _("purpose"),
+        _("message type"),
         max_length=20,
         choices=Purpose.choices,
         default=Purpose.INFORMATIONAL,
@@ -97,6 +139,21 @@ class Campaign(models.Model):
     goal_event = models.CharField(
         _("goal event"), max_length=200, blank=True, help_text=_('The conversion event, e.g. "Order Completed".')
     )
+
+    class AttributionBasis(models.TextChoices):
+        SEND = "send", _("After the message was sent")
+        CLICK = "click", _("After the message was clicked")
+
+    attribution_basis = models.CharField(
+        _("attribution starts"),
+        max_length=10,
+        choices=AttributionBasis.choices,
+        default=AttributionBasis.SEND,
+        help_text=_(
+            "When the attribution window starts: at the send (any goal event in the window counts) or at the "
+            "contact's first click on the message (only clickers can convert)."
+        ),
+    )
     attribution_window_hours = models.PositiveIntegerField(
         _("attribution window (hours)"),
         default=72,
@@ -104,7 +161,16 @@ class Campaign(models.Model):
         help_text=_("A goal event this long after a send counts as a conversion of that send."),
     )
 
-    schedule = models.CharField(_("schedule"), max_length=20, choices=Schedule.choices, default=Schedule.NOW)
+    schedule = models.CharField(
+        _("schedule"),
+        max_length=20,
+        choices=Schedule.choices,
+        default=Schedule.NOW,
+        help_text=_(
+            "Send now: when you press Schedule. Once: at the date and time below. Recurring: on the days and times "
+            "below (e.g. every Sunday at 20:00)."
+        ),
+    )
     send_at = models.DateTimeField(_("send at"), null=True, blank=True, help_text=_("For a one-time schedule."))
     cron_minute = models.CharField(_("minute"), max_length=60, default="0", help_text=_("0-59, e.g. 0 or */15."))
     cron_hour = models.CharField(_("hour"), max_length=60, default="20", help_text=_("0-23, e.g. 20 or 9,18."))
@@ -159,13 +225,23 @@ class Campaign(models.Model):
         help_text=_("Test the variants on part of the audience, then send the best one to the rest."),
     )
     winner_test_percent = models.PositiveSmallIntegerField(
-        _("test group %"), default=20, validators=[MinValueValidator(1), MaxValueValidator(100)]
+        _("test group %"),
+        default=20,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text=_("Automatic winner: the share of the audience that gets the variants first."),
     )
     winner_wait_hours = models.PositiveIntegerField(
-        _("wait before choosing (hours)"), default=4, validators=[MinValueValidator(1), MaxValueValidator(24 * 14)]
+        _("wait before choosing (hours)"),
+        default=4,
+        validators=[MinValueValidator(1), MaxValueValidator(24 * 14)],
+        help_text=_("Automatic winner: how long the test group's results are collected before the rest is sent."),
     )
     winner_metric = models.CharField(
-        _("winner metric"), max_length=30, choices=WinnerMetric.choices, default=WinnerMetric.CONVERSION_RATE
+        _("winner metric"),
+        max_length=30,
+        choices=WinnerMetric.choices,
+        default=WinnerMetric.CONVERSION_RATE,
+        help_text=_("Automatic winner: the variant with the best value of this metric is sent to the rest."),
     )
     assignment_seed = models.PositiveIntegerField(
         _("assignment seed"),
@@ -178,8 +254,58 @@ class Campaign(models.Model):
         blank=True,
         help_text=_("Shown in advertising messages; default from settings."),
     )
+    sender_profile = models.ForeignKey(
+        "campaigns.SenderProfile",
+        verbose_name=_("sender profile"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="campaigns",
+        help_text=_(
+            "Who the message comes from: the email From address, the registered SMS caller number or the "
+            "KakaoTalk channel. Empty: the channel's default profile."
+        ),
+    )
+    kakao_type = models.CharField(
+        _("KakaoTalk message type"),
+        max_length=20,
+        choices=KakaoType.choices,
+        blank=True,
+        help_text=_(
+            "AlimTalk: an approved informational template, to anyone with KakaoTalk (never advertising). "
+            "FriendTalk: free text, advertising allowed, only to friends of the channel, never 20:00–08:00."
+        ),
+    )
+    kakao_template = models.ForeignKey(
+        "campaigns.KakaoTemplate",
+        verbose_name=_("AlimTalk template"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="campaigns",
+        limit_choices_to={"active": True},
+        help_text=_("The approved template; the variants' text must be this template's text."),
+    )
+    sms_fallback = models.BooleanField(
+        _("SMS fallback"),
+        default=True,
+        help_text=_(
+            "When KakaoTalk cannot deliver (not a friend, no KakaoTalk, blocked), send the same text by SMS/LMS "
+            "to contacts who consented to SMS."
+        ),
+    )
 
     status = models.CharField(_("status"), max_length=20, choices=Status.choices, default=Status.DRAFT, editable=False)
+    builtin = models.CharField(
+        _("built-in"),
+        max_length=30,
+        choices=Builtin.choices,
+        null=True,
+        blank=True,
+        unique=True,
+        editable=False,
+        help_text=_("A campaign the product itself sends (e.g. the legally required consent notice)."),
+    )
     periodic_task = models.OneToOneField(
         "django_celery_beat.PeriodicTask",
         null=True,
@@ -222,17 +348,34 @@ class Variant(models.Model):
     """One version of a campaign's message. A campaign has at least one; two or more make an A/B test."""
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="variants")
-    name = models.CharField(_("name"), max_length=100, default="A")
+    name = models.CharField(
+        _("name"), max_length=100, default="A", help_text=_("A short label shown in reports, e.g. A or B.")
+    )
     weight = models.PositiveIntegerField(
-        _("weight"), default=1, validators=[MinValueValidator(1)], help_text=_("Share of the audience, relative.")
+        _("weight"),
+        default=1,
+        validators=[MinValueValidator(1)],
+        help_text=_("Share of the audience, relative: weights 2 and 1 send this variant to about two thirds."),
     )
     subject = models.CharField(
         _("subject / title"), max_length=300, blank=True, help_text=_("Email subject, push title, LMS subject.")
     )
-    preheader = models.CharField(_("preheader"), max_length=300, blank=True)
+    preheader = models.CharField(
+        _("preheader"),
+        max_length=300,
+        blank=True,
+        help_text=_("Email only: the preview line shown after the subject in the inbox."),
+    )
     body = models.TextField(_("text"), blank=True, help_text=_("The message text. Personalize with #{고객명}."))
     html = models.TextField(_("HTML"), blank=True, help_text=_("Email only."))
     link_url = models.CharField(_("link"), max_length=1000, blank=True, help_text=_("Push/KakaoTalk link."))
+    image = models.FileField(
+        _("MMS image"),
+        upload_to="campaigns/mms/",
+        blank=True,
+        validators=[validate_mms_image],
+        help_text=_("SMS channel only: a JPEG of at most 200 KB makes the message an MMS."),
+    )
     variables = models.JSONField(
         _("variables"),
         default=dict,
@@ -306,6 +449,31 @@ class SkipReason(models.TextChoices):
     RENDER_ERROR = "render_error", _("Message could not be rendered")
 
 
+class DeliveryStatus(models.TextChoices):
+    """A provider's receipt for a sent message, in increasing order of finality (see ``DELIVERY_RANK``)."""
+
+    DEFERRED = "deferred", _("Deferred (will be retried by the provider)")
+    DELIVERED = "delivered", _("Delivered")
+    UNSUBSCRIBED = "unsubscribed", _("Unsubscribed")
+    REJECTED = "rejected", _("Rejected by the provider")
+    FAILED = "failed", _("Failed at the provider")
+    BOUNCED = "bounced", _("Bounced")
+    COMPLAINED = "complained", _("Complained (marked as spam)")
+
+
+#: A receipt never replaces a more final one (webhooks arrive in any order): complained > bounced > … > deferred.
+DELIVERY_RANK = {
+    "": 0,
+    DeliveryStatus.DEFERRED: 1,
+    DeliveryStatus.DELIVERED: 2,
+    DeliveryStatus.UNSUBSCRIBED: 3,
+    DeliveryStatus.REJECTED: 4,
+    DeliveryStatus.FAILED: 4,
+    DeliveryStatus.BOUNCED: 5,
+    DeliveryStatus.COMPLAINED: 6,
+}
+
+
 class Send(models.Model):
     """One message to one contact on one channel: the ledger row.
 
@@ -354,9 +522,46 @@ class Send(models.Model):
     content = models.JSONField(_("rendered content"), default=dict, blank=True)
     provider_message_id = models.CharField(_("provider message ID"), max_length=255, blank=True)
     error = models.TextField(_("error"), blank=True)
+    fallback_channel = models.CharField(
+        _("fallback channel"),
+        max_length=20,
+        blank=True,
+        db_default="",
+        help_text=_("The channel the message was sent on instead (KakaoTalk → SMS/LMS)."),
+    )
+    fallback_reason = models.CharField(_("fallback reason"), max_length=300, blank=True, db_default="")
+    fallback_provider_message_id = models.CharField(
+        _("fallback provider message ID"), max_length=255, blank=True, db_default=""
+    )
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
     sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
     finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    # Receipts reported by the provider after the send (email: anymail's tracking webhooks; SMS and KakaoTalk:
+    # Twilio's and Solapi's reports, ``campaigns.webhooks``). ``status`` stays what sending did.
+    delivery_status = models.CharField(
+        _("delivery status"),
+        max_length=20,
+        choices=DeliveryStatus.choices,
+        blank=True,
+        db_default="",  # the snapshot's INSERT … SELECT names only the columns it sets
+        help_text=_("What the provider reported after sending: delivered, deferred, bounced, complained…"),
+    )
+    delivery_detail = models.TextField(
+        _("delivery detail"),
+        blank=True,
+        db_default="",
+        help_text=_("The provider's reason, e.g. the receiving server's answer."),
+    )
+    delivery_updated_at = models.DateTimeField(_("delivery status updated at"), null=True, blank=True)
+    delivered_at = models.DateTimeField(
+        _("delivered at"), null=True, blank=True, help_text=_("When the receiving server accepted the message.")
+    )
+    opened_at = models.DateTimeField(
+        _("first opened at"), null=True, blank=True, help_text=_("The first open the provider reported.")
+    )
+    clicked_at = models.DateTimeField(
+        _("first clicked at"), null=True, blank=True, help_text=_("The first click on a link the provider reported.")
+    )
 
     class Meta:
         verbose_name = _("send")
@@ -375,6 +580,16 @@ class Send(models.Model):
             models.Index(fields=["contact", "sent_at"], name="campaigns_send_contact_sent"),
             models.Index(fields=["run", "status"], name="campaigns_send_run_status"),
             models.Index(fields=["campaign", "status"], name="campaigns_send_campaign_status"),
+            models.Index(
+                fields=["provider_message_id"],
+                condition=~Q(provider_message_id=""),
+                name="campaigns_send_provider_id",
+            ),
+            models.Index(
+                fields=["fallback_provider_message_id"],
+                condition=~Q(fallback_provider_message_id=""),
+                name="campaigns_send_fallback_id",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -410,14 +625,66 @@ class Suppression(models.Model):
         return f"{self.contact_id} {self.channel}: {self.reason}"
 
 
+class AdsConsentNotice(models.Model):
+    """The legally required notice to a contact that they consented to advertising (정보통신망법 제50조 ⑧, every 2
+    years from the consent): one row per contact and anniversary, so a notice is never sent twice for a period."""
+
+    contact = models.ForeignKey(
+        "crm.Contact", on_delete=models.CASCADE, related_name="ads_consent_notices", verbose_name=_("contact")
+    )
+    consented_at = models.DateTimeField(
+        _("consent given at"), help_text=_("When the contact consented to advertising; the periods start then.")
+    )
+    anniversary = models.DateTimeField(_("period"), help_text=_("The end of the 2-year period this notice is for."))
+    channel = models.CharField(
+        _("channel"), max_length=20, choices=channel_choices, help_text=_("Where the notice was sent.")
+    )
+    send = models.OneToOneField(
+        Send,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="ads_consent_notice",
+        verbose_name=_("send"),
+    )
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("advertising consent notice")
+        verbose_name_plural = _("advertising consent notices")
+        ordering = ["-anniversary", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["contact", "anniversary"], name="campaigns_adsnotice_once_per_period")
+        ]
+        indexes = [models.Index(fields=["contact", "-anniversary"], name="campaigns_adsnotice_latest")]
+
+    def __str__(self) -> str:
+        return f"{self.contact_id} @ {self.anniversary:%Y-%m-%d}"
+
+
 class OutboxMessage(models.Model):
     """A message delivered to the outbox backend: exactly what would have gone to the provider."""
 
-    send = models.OneToOneField(Send, on_delete=models.CASCADE, related_name="outbox_message", verbose_name=_("send"))
+    send = models.OneToOneField(
+        Send, null=True, blank=True, on_delete=models.CASCADE, related_name="outbox_message", verbose_name=_("send")
+    )
+    notification = models.OneToOneField(
+        "campaigns.Notification",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="outbox_message",
+        verbose_name=_("team notification"),
+    )
     channel = models.CharField(_("channel"), max_length=20)
     to = models.TextField(_("to"))
     subject = models.CharField(_("subject / title"), max_length=300, blank=True)
-    preheader = models.CharField(_("preheader"), max_length=300, blank=True)
+    preheader = models.CharField(
+        _("preheader"),
+        max_length=300,
+        blank=True,
+        help_text=_("Email only: the preview line shown after the subject in the inbox."),
+    )
     body = models.TextField(_("text"), blank=True)
     html = models.TextField(_("HTML"), blank=True)
     link_url = models.CharField(_("link"), max_length=1000, blank=True)
@@ -434,12 +701,31 @@ class OutboxMessage(models.Model):
         return f"{self.channel} → {self.to}"
 
 
+#: What a campaign change records (``CampaignChange.action``), for people.
+CHANGE_ACTIONS = {
+    "created": _("Created"),
+    "changed": _("Changed"),
+    "scheduled": _("Scheduled"),
+    "activated": _("Activated"),
+    "send_now": _("Send now"),
+    "paused": _("Paused"),
+    "resumed": _("Resumed"),
+    "cancelled": _("Cancelled"),
+    "rerandomized": _("Re-randomized A/B assignment"),
+}
+
+
 class CampaignChange(models.Model):
     """Append-only log of who changed what on a campaign, and when."""
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="changes")
     changed_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("changed by"),
     )
     changed_at = models.DateTimeField(_("changed at"), default=timezone.now)
     action = models.CharField(_("action"), max_length=30)
@@ -451,9 +737,455 @@ class CampaignChange(models.Model):
         ordering = ["-changed_at", "-id"]
 
     def __str__(self) -> str:
-        return f"{self.campaign_id} {self.action} @ {self.changed_at:%Y-%m-%d %H:%M}"
+        return f"{self.action_label} · {timezone.localtime(self.changed_at):%Y-%m-%d %H:%M}"
 
     def save(self, *args, **kwargs):
         if self.pk is not None:
             raise ValueError("campaign changes are append-only")
         super().save(*args, **kwargs)
+
+    @property
+    def action_label(self) -> str:
+        return str(CHANGE_ACTIONS.get(self.action, self.action))
+
+
+class LaunchApproval(models.Model):
+    """A launch held for an Admin's decision: the audience was larger than ``LOOP_LAUNCH_APPROVAL_LIMIT`` and the
+    person launching may not approve launches (``campaigns.approve_launch``). Approving performs the launch."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("waiting for approval")
+        APPROVED = "approved", _("approved")
+        REJECTED = "rejected", _("rejected")
+        WITHDRAWN = "withdrawn", _("withdrawn")
+
+    class Action(models.TextChoices):
+        SCHEDULE = "schedule", _("Schedule")
+        SEND_NOW = "send_now", _("Send now")
+
+    campaign = models.ForeignKey(
+        Campaign, verbose_name=_("campaign"), on_delete=models.CASCADE, related_name="launch_approvals"
+    )
+    action = models.CharField(_("launch"), max_length=20, choices=Action.choices)
+    audience_size = models.PositiveIntegerField(_("audience size"), help_text=_("When the approval was requested."))
+    status = models.CharField(_("status"), max_length=20, choices=Status.choices, default=Status.PENDING)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("requested by"),
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    requested_at = models.DateTimeField(_("requested at"), default=timezone.now)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("decided by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    decided_at = models.DateTimeField(_("decided at"), null=True, blank=True)
+    note = models.TextField(_("note"), blank=True, help_text=_("Why it was rejected, for the requester."))
+
+    class Meta:
+        verbose_name = _("launch approval")
+        verbose_name_plural = _("launch approvals")
+        ordering = ["-requested_at", "-id"]
+        permissions = [("approve_launch", _("Can approve launches to large audiences"))]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["campaign"],
+                condition=models.Q(status="pending"),
+                name="campaigns_one_pending_approval",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.campaign} ({self.get_status_display()})"
+
+
+#: The built-in campaigns of the advertising-consent notice; an unsubscribe from one withdraws advertising consent.
+ADS_RECONSENT_BUILTINS = (Campaign.Builtin.ADS_RECONSENT_EMAIL, Campaign.Builtin.ADS_RECONSENT_SMS)
+
+
+# --- Tracking and attribution (docs/analytics.md) --------------------------------------------------------------------
+
+
+class BotReason(models.TextChoices):
+    """Why a click or an open was judged not to be a person's (excluded from rates by default)."""
+
+    USER_AGENT = "user_agent", _("Known scanner or bot (user agent)")
+    HEAD = "head", _("HEAD request (link checker)")
+    TOO_FAST = "too_fast", _("Within seconds of delivery (security scanner)")
+    APPLE_MPP = "apple_mpp", _("Apple Mail Privacy Protection prefetch")
+
+
+class TrackingHit(models.Model):
+    """One request to a tracking link: a click (``Click``) or an open pixel load (``Open``)."""
+
+    send = models.ForeignKey(Send, on_delete=models.CASCADE, related_name="+", verbose_name=_("send"))
+    at = models.DateTimeField(_("at"), default=timezone.now)
+    user_agent = models.CharField(_("user agent"), max_length=500, blank=True)
+    ip_hash = models.CharField(
+        _("IP address (hashed)"),
+        max_length=64,
+        blank=True,
+        help_text=_("A keyed hash of the address: repeated visits are recognisable, the address itself is not kept."),
+    )
+    is_bot = models.BooleanField(
+        _("bot"), default=False, help_text=_("Judged automatic (scanner, prefetch); excluded from rates by default.")
+    )
+    bot_reason = models.CharField(_("bot reason"), max_length=20, choices=BotReason.choices, blank=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"#{self.send_id} @ {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class Click(TrackingHit):
+    """A click on a tracked link (``/t/c/<token>``) of a send."""
+
+    send = models.ForeignKey(Send, on_delete=models.CASCADE, related_name="clicks", verbose_name=_("send"))
+    url = models.CharField(_("link"), max_length=2000, help_text=_("The destination the contact was sent to."))
+
+    class Meta(TrackingHit.Meta):
+        verbose_name = _("click")
+        verbose_name_plural = _("clicks")
+        indexes = [models.Index(fields=["send", "at"], name="campaigns_click_send")]
+
+
+class Open(TrackingHit):
+    """A load of an email's open pixel (``/t/o/<token>.gif``)."""
+
+    send = models.ForeignKey(Send, on_delete=models.CASCADE, related_name="opens", verbose_name=_("send"))
+
+    class Meta(TrackingHit.Meta):
+        verbose_name = _("open")
+        verbose_name_plural = _("opens")
+        indexes = [models.Index(fields=["send", "at"], name="campaigns_open_send")]
+
+
+class Conversion(models.Model):
+    """A goal event attributed to one send (last touch), or, for a holdout member, to their holdout send.
+
+    An event converts for at most one real send (``campaigns_conversion_once``); a holdout conversion is counted per
+    campaign (``campaigns_conversion_holdout_once``) so each campaign's lift is measured on its own control group."""
+
+    event = models.ForeignKey("crm.Event", on_delete=models.CASCADE, related_name="+", verbose_name=_("event"))
+    send = models.ForeignKey(Send, on_delete=models.CASCADE, related_name="conversions", verbose_name=_("send"))
+    campaign = models.ForeignKey(
+        Campaign, on_delete=models.CASCADE, related_name="conversions", verbose_name=_("campaign")
+    )
+    run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.CASCADE, related_name="conversions", verbose_name=_("run")
+    )
+    variant = models.ForeignKey(
+        Variant, null=True, blank=True, on_delete=models.SET_NULL, related_name="conversions", verbose_name=_("variant")
+    )
+    contact = models.ForeignKey("crm.Contact", on_delete=models.CASCADE, related_name="+", verbose_name=_("contact"))
+    is_holdout = models.BooleanField(_("holdout"), default=False)
+    revenue = models.DecimalField(_("revenue"), max_digits=14, decimal_places=2, default=0)
+    occurred_at = models.DateTimeField(_("occurred at"), help_text=_("When the goal event happened."))
+    touched_at = models.DateTimeField(
+        _("touched at"), help_text=_("The send's time (or its first click, or the run's start for the holdout).")
+    )
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("conversion")
+        verbose_name_plural = _("conversions")
+        ordering = ["-occurred_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["event"], condition=Q(is_holdout=False), name="campaigns_conversion_once"),
+            models.UniqueConstraint(
+                fields=["event", "campaign"], condition=Q(is_holdout=True), name="campaigns_conversion_holdout_once"
+            ),
+        ]
+        indexes = [models.Index(fields=["run", "variant"], name="campaigns_conversion_run")]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} → #{self.send_id}"
+
+
+class AttributionCursor(models.Model):
+    """The attribution task's watermark: events up to ``last_event_id`` have been attributed (one row)."""
+
+    name = models.CharField(max_length=50, unique=True)
+    last_event_id = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("attribution cursor")
+        verbose_name_plural = _("attribution cursors")
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.last_event_id}"
+
+
+class SenderProfile(models.Model):
+    """Who a message comes from on a channel: an email From address, a registered SMS caller number or a KakaoTalk
+    channel with its sender key. Credentials are never stored here: API keys and secrets come from the environment
+    (docs/channels.md). Where team notifications go (Slack, webhooks) is a ``Destination``, not a sender."""
+
+    class Kind(models.TextChoices):
+        EMAIL = "email", _("Email From address")
+        SMS = "sms", _("SMS caller number")
+        KAKAO = "kakao", _("KakaoTalk channel")
+
+    kind = models.CharField(_("kind"), max_length=20, choices=Kind.choices, help_text=_("The channel it is for."))
+    label = models.CharField(_("label"), max_length=100, help_text=_("A name the team recognizes, e.g. 고객센터 번호."))
+    value = models.CharField(
+        _("value"),
+        max_length=254,
+        help_text=_(
+            "Email: the From address (Name <addr@example.com>). SMS: the caller number registered with the SMS "
+            "provider (발신번호, e.g. 02-1234-5678 or 1588-1234). KakaoTalk: the channel's search ID "
+            "(@loopshop)."
+        ),
+    )
+    sender_key = models.CharField(
+        _("KakaoTalk sender key (pfId)"),
+        max_length=100,
+        blank=True,
+        help_text=_("KakaoTalk only: the channel's profile ID at the provider (Solapi pfId). Not a secret."),
+    )
+    is_default = models.BooleanField(
+        _("default"), default=False, help_text=_("Used by campaigns of this channel that pick no profile.")
+    )
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = _("sender profile")
+        verbose_name_plural = _("sender profiles")
+        ordering = ["kind", "label"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind"], condition=Q(is_default=True), name="campaigns_senderprofile_one_default"
+            ),
+            models.UniqueConstraint(fields=["kind", "value"], name="campaigns_senderprofile_unique_value"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.value})"
+
+    def validate_constraints(self, exclude=None) -> None:
+        # Making a profile the default unmarks the previous one (``campaigns.senders.sender_profile_save``), so the
+        # one-default constraint is not a form error; the database still guarantees it.
+        constraints = [
+            (type(self), [c for c in self._meta.constraints if c.name != "campaigns_senderprofile_one_default"])
+        ]
+        errors = {}
+        for model_class, model_constraints in constraints:
+            for constraint in model_constraints:
+                try:
+                    constraint.validate(model_class, self, exclude=exclude)
+                except ValidationError as exc:
+                    errors = exc.update_error_dict(errors)
+        if errors:
+            raise ValidationError(errors)
+
+    def clean(self) -> None:
+        from campaigns.senders import normalize_sender_value
+
+        errors: dict[str, list] = {}
+        try:
+            self.value = normalize_sender_value(self.kind, self.value)
+        except ValidationError as exc:
+            errors["value"] = exc.messages
+        self.sender_key = (self.sender_key or "").strip()
+        if self.kind == self.Kind.KAKAO and not self.sender_key:
+            errors["sender_key"] = [_("A KakaoTalk profile needs its sender key (pfId).")]
+        if self.kind != self.Kind.KAKAO and self.sender_key:
+            errors["sender_key"] = [_("Only KakaoTalk profiles have a sender key.")]
+        if errors:
+            raise ValidationError(errors)
+
+
+class KakaoTemplate(models.Model):
+    """An AlimTalk template as approved by Kakao: its code at the provider, the approved text with ``#{variables}``
+    and its buttons. AlimTalk campaigns must use the approved text exactly (variables filled per contact)."""
+
+    sender_profile = models.ForeignKey(
+        SenderProfile,
+        verbose_name=_("KakaoTalk channel"),
+        on_delete=models.PROTECT,
+        related_name="kakao_templates",
+        limit_choices_to={"kind": SenderProfile.Kind.KAKAO},
+        help_text=_("The channel the template was approved for."),
+    )
+    code = models.CharField(
+        _("template code"), max_length=100, help_text=_("The template ID at the provider (Solapi templateId).")
+    )
+    name = models.CharField(_("name"), max_length=200, help_text=_("What the template is for."))
+    text = models.TextField(
+        _("approved text"),
+        help_text=_("Exactly as approved, with its variables, e.g. #{고객명}님, 주문하신 상품이 출발했어요."),
+    )
+    buttons = models.JSONField(
+        _("buttons"),
+        default=list,
+        blank=True,
+        help_text=_(
+            'As approved, e.g. [{"type": "WL", "name": "배송 조회", "url_mobile": "https://…", "url_pc": "https://…"}] '
+            '(WL web link) or {"type": "AL", "name": "앱 열기", "scheme_android": "…", "scheme_ios": "…"} '
+            "(AL app link)."
+        ),
+    )
+    active = models.BooleanField(_("active"), default=True, help_text=_("Inactive templates cannot be chosen."))
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = _("KakaoTalk template")
+        verbose_name_plural = _("KakaoTalk templates")
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["sender_profile", "code"], name="campaigns_kakaotemplate_unique_code")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} [{self.code}]"
+
+    def clean(self) -> None:
+        from campaigns.channels.kakao import button_errors
+
+        errors = button_errors(self.buttons)
+        if errors:
+            raise ValidationError({"buttons": errors})
+
+
+class RateLimitBucket(models.Model):
+    """A token bucket shared by every worker when no Redis is configured (``campaigns.channels.ratelimit``)."""
+
+    key = models.CharField(max_length=100, unique=True)
+    tokens = models.FloatField()
+    updated = models.FloatField(help_text="Unix time of the last refill.")
+
+    class Meta:
+        verbose_name = "rate limit bucket"
+
+    def __str__(self) -> str:
+        return self.key
+
+
+# --- Team channels: Slack and webhooks ------------------------------------------------------------------------------
+
+
+class Destination(models.Model):
+    """Where team notifications go: a Slack incoming webhook or an HTTPS endpoint that receives signed JSON.
+
+    The Slack webhook URL and the webhook signing secret are secrets: the admin never shows them back (only their
+    last four characters), and either may instead come from an environment variable (``url_env``, ``secret_env``).
+    """
+
+    class Kind(models.TextChoices):
+        SLACK = "slack", _("Slack (incoming webhook)")
+        WEBHOOK = "webhook", _("Webhook (signed JSON POST)")
+
+    name = models.SlugField(
+        _("name"),
+        max_length=100,
+        unique=True,
+        allow_unicode=True,
+        help_text=_("How journeys and settings refer to it, e.g. sales-leads."),
+    )
+    kind = models.CharField(_("kind"), max_length=10, choices=Kind.choices)
+    url = models.CharField(
+        _("URL"),
+        max_length=1000,
+        blank=True,
+        help_text=_("The Slack incoming webhook URL, or the URL that receives webhooks. Never shown again."),
+    )
+    url_env = models.CharField(
+        _("URL from environment variable"),
+        max_length=100,
+        blank=True,
+        help_text=_("Name of an environment variable holding the URL; used instead of the stored URL."),
+    )
+    secret = models.CharField(
+        _("signing secret"),
+        max_length=200,
+        blank=True,
+        help_text=_("Webhooks: the key of the X-Loop-Signature HMAC, shared with the receiver. Never shown again."),
+    )
+    secret_env = models.CharField(
+        _("secret from environment variable"),
+        max_length=100,
+        blank=True,
+        help_text=_("Name of an environment variable holding the signing secret; used instead of the stored one."),
+    )
+    active = models.BooleanField(_("active"), default=True, help_text=_("Inactive destinations receive nothing."))
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("destination")
+        verbose_name_plural = _("destinations (Slack, webhooks)")
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def _resolve(self, stored: str, variable: str) -> str:
+        if variable:
+            import os
+
+            return os.environ.get(variable, "")
+        return stored
+
+    def resolved_url(self) -> str:
+        return self._resolve(self.url, self.url_env)
+
+    def resolved_secret(self) -> str:
+        return self._resolve(self.secret, self.secret_env)
+
+
+class Notification(models.Model):
+    """One team notification to one destination (Slack message, webhook call): the ledger row.
+
+    ``queued`` → ``sending`` → ``sent`` / ``failed``; transient failures go back to ``queued`` with a later
+    ``due_at`` (backoff, ``Retry-After``). ``key`` makes a notification idempotent (journeys' enrollment/step).
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("Queued")
+        SENDING = "sending", _("Sending")
+        SENT = "sent", _("Sent")
+        FAILED = "failed", _("Failed")
+
+    destination = models.ForeignKey(
+        Destination, on_delete=models.PROTECT, related_name="notifications", verbose_name=_("destination")
+    )
+    channel = models.CharField(_("channel"), max_length=20, choices=Destination.Kind.choices)
+    key = models.CharField(_("idempotency key"), max_length=200, null=True, blank=True, unique=True)
+    event = models.CharField(_("event"), max_length=100, blank=True, help_text=_("Webhooks: the event name."))
+    text = models.TextField(_("text"), blank=True)
+    payload = models.JSONField(
+        _("payload"), default=dict, blank=True, help_text=_("Slack: the Block Kit blocks; webhooks: the data.")
+    )
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.QUEUED)
+    due_at = models.DateTimeField(_("due at"), default=timezone.now)
+    enqueued_at = models.DateTimeField(null=True, blank=True, help_text="When a delivery task was last queued.")
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    backend = models.CharField(_("backend"), max_length=50, blank=True)
+    provider_message_id = models.CharField(_("provider message ID"), max_length=255, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("team notification")
+        verbose_name_plural = _("team notifications")
+        ordering = ["-id"]
+        indexes = [
+            models.Index(
+                fields=["due_at"], name="campaigns_notification_due", condition=Q(status__in=["queued", "sending"])
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_channel_display()} → {self.destination_id}: {self.text[:40]}"

@@ -9,7 +9,9 @@ variant's own variables (``{"할인 금액": 5000}`` makes ``#{할인 금액}``)
 
 Richer logic uses Django template syntax (``{% if cart.items %}…{% endif %}``) evaluated by a sandboxed engine:
 no loaders (no include/extends), no ``load``/``debug``/``url``/``csrf_token`` tags, and a context of plain data
-only (dicts, lists, strings, numbers, dates): nothing of the models is reachable. HTML content is autoescaped.
+only (dicts, lists, strings, numbers, dates): nothing of the models is reachable, and the dicts and lists are
+read-only copies (a method that would change them, ``{{ cart.items.pop }}``, renders nothing). Names starting with
+``_`` are refused by Django itself. HTML content is autoescaped.
 
 Rendering happens in one pass: each ``#{...}`` in the *template* is replaced by a placeholder variable before the
 Django engine parses it, and its value goes in the context, so a value that contains ``{{ }}``, ``{% %}`` or
@@ -33,6 +35,7 @@ from django.conf import settings
 from django.template import Context, Engine, Library, TemplateSyntaxError, defaultfilters, defaulttags
 from django.template.base import Template
 from django.utils import timezone
+from django.utils.html import conditional_escape
 from django.utils.translation import gettext as _
 
 #: ``#{ name [:format] [|fallback] }``; names may contain spaces and Korean, not ``{ } | :``.
@@ -59,6 +62,7 @@ for _names, _path in [
     (("쿠폰 만료일", "coupon_expires_at"), "coupon.expires_at"),
     (("장바구니 금액", "cart_value"), "cart.value"),
     (("장바구니 상품 수", "cart_item_count"), "cart.item_count"),
+    (("수신설정 링크", "수신 설정 링크", "preferences_url"), "links.preferences"),
 ]:
     for _name in _names:
         VARIABLES[_name] = _path
@@ -114,6 +118,38 @@ def sandbox_engine(*, html: bool) -> Engine:
     return engine
 
 
+def _refuse(self, *args, **kwargs):
+    raise TypeError("personalization data is read-only")
+
+
+# Django's templates never call a method marked ``alters_data`` (they render it as an empty string).
+_refuse.alters_data = True  # type: ignore[attr-defined]
+
+
+class ReadOnlyDict(dict):
+    """A dict a template can read but not change: ``{{ attributes.clear }}`` or ``{{ vars.popitem }}`` renders
+    nothing and changes nothing."""
+
+    clear = pop = popitem = setdefault = update = __setitem__ = __delitem__ = __ior__ = _refuse
+
+
+class ReadOnlyList(list):
+    """A list a template can read but not change (``{{ cart.items.pop }}``)."""
+
+    append = extend = insert = pop = remove = reverse = sort = clear = _refuse
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+
+
+def read_only(value: Any) -> Any:
+    """``value`` with every dict and list in it replaced by a read-only copy (strings, numbers, dates are
+    immutable already)."""
+    if isinstance(value, Mapping):
+        return ReadOnlyDict((key, read_only(item)) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return ReadOnlyList(read_only(item) for item in value)
+    return value
+
+
 # --- Parsing -------------------------------------------------------------------------------------------------------
 
 
@@ -130,6 +166,10 @@ class CompiledTemplate:
     template: Template | None  # None for text without any template syntax (the common SMS case)
     tokens: tuple[Token, ...]
     html: bool
+    #: For text whose only template syntax is ``#{…}`` variables (the common case): the literal pieces and the
+    #: variables' indexes in order, rendered by joining them, which is what the Django engine would output (the
+    #: same escaping for HTML) at a fraction of its cost. None when the text has any other ``{`` or ``}``.
+    parts: tuple[str | int, ...] | None = None
 
 
 def _split(source: str) -> tuple[str, tuple[Token, ...]]:
@@ -142,13 +182,26 @@ def _split(source: str) -> tuple[str, tuple[Token, ...]]:
     return TOKEN.sub(replace, source), tuple(tokens)
 
 
+PLACEHOLDER_TAG = re.compile(r"\{\{ loopvar(\d+) \}\}")
+
+
+def _parts(text: str) -> tuple[str | int, ...] | None:
+    """The literal pieces and placeholder indexes of ``text``, when nothing else in it is template syntax."""
+    pieces = PLACEHOLDER_TAG.split(text)
+    literals = pieces[0::2]
+    if any("{" in literal or "}" in literal for literal in literals):
+        return None
+    return tuple(int(piece) if index % 2 else piece for index, piece in enumerate(pieces) if piece != "")
+
+
 @lru_cache(maxsize=256)
 def compile_template(source: str, *, html: bool = False) -> CompiledTemplate:
     """Parse once; raises ``TemplateSyntaxError`` for bad Django syntax."""
     text, tokens = _split(source or "")
     if "{" not in text:
         return CompiledTemplate(source, None, (), html)
-    return CompiledTemplate(source, sandbox_engine(html=html).from_string(text), tokens, html)
+    template = sandbox_engine(html=html).from_string(text)
+    return CompiledTemplate(source, template, tokens, html, _parts(text))
 
 
 def is_known_variable(name: str, *, extra: Iterable[str] = ()) -> bool:
@@ -217,12 +270,27 @@ def resolve(name: str, data: Mapping[str, Any]) -> Any:
         if items and isinstance(items[0], Mapping):
             return items[0].get("name") or MISSING
         return MISSING
+    if path == "links.preferences":
+        return preferences_link(data)
     if path == "discount_amount":
         event = data.get("event") or {}
         if event.get("discount_amount") not in (None, ""):
             return event["discount_amount"]
         return _dig(data, "coupon.discount_amount")
     return _dig(data, path)
+
+
+def preferences_link(data: Mapping[str, Any]) -> Any:
+    """The contact's signed preference-center link (``#{수신설정 링크}``), made only when a template uses it."""
+    given = _dig(data, "links.preferences")
+    if given is not MISSING:
+        return given
+    contact_id = (data.get("contact") or {}).get("id")
+    if contact_id is None or not settings.LOOP_PUBLIC_URL:
+        return MISSING
+    from crm.preference_center import preference_center_url
+
+    return preference_center_url(contact_id)
 
 
 def format_number(value: Any) -> str:
@@ -274,22 +342,25 @@ def render(compiled: CompiledTemplate, data: Mapping[str, Any]) -> str:
     if compiled.template is None:
         return compiled.source
     zone = _zone(data)
+    if compiled.parts is not None:
+        values = [_token_text(token, data, zone) for token in compiled.tokens]
+        if compiled.html:
+            values = [conditional_escape(value) for value in values]
+        return "".join(values[part] if isinstance(part, int) else part for part in compiled.parts)
+    # The data as read-only copies: the sandbox reaches plain data only, and cannot change it through a method.
     context: dict[str, Any] = {
-        "contact": data.get("contact") or {},
-        "attributes": data.get("attributes") or {},
-        "event": data.get("event") or {},
-        "cart": data.get("cart") or {},
-        "coupon": data.get("coupon") or {},
-        "vars": data.get("vars") or {},
+        name: read_only(data.get(name) or {}) for name in ("contact", "attributes", "event", "cart", "coupon", "vars")
     }
     for index, token in enumerate(compiled.tokens):
-        value = resolve(token.name, data)
-        if value is MISSING or value is None or value == "":
-            text = token.fallback if token.fallback is not None else ""
-        else:
-            text = format_value(value, token.format, zone=zone)
-        context[PLACEHOLDER.format(index)] = text
+        context[PLACEHOLDER.format(index)] = _token_text(token, data, zone)
     return compiled.template.render(Context(context, autoescape=compiled.html))
+
+
+def _token_text(token: Token, data: Mapping[str, Any], zone: zoneinfo.ZoneInfo) -> str:
+    value = resolve(token.name, data)
+    if value is MISSING or value is None or value == "":
+        return token.fallback if token.fallback is not None else ""
+    return format_value(value, token.format, zone=zone)
 
 
 def render_text(source: str, data: Mapping[str, Any], *, html: bool = False) -> str:
@@ -327,19 +398,26 @@ def build_render_data(
     variables: Mapping[str, Any] | None = None,
     contexts: Mapping[int, Mapping[str, Any]] | None = None,
     now: datetime | None = None,
+    contacts: Iterable[Mapping[str, Any]] | None = None,
 ) -> dict[int, dict[str, Any]]:
-    """The render data of many contacts in four queries: contact fields, attributes, cart, best unused coupon.
+    """The render data of many contacts in three queries: contact fields and attributes, cart, best unused coupon.
 
     ``contexts`` maps a contact id to its triggering event's data (``{"event": {...properties}}`` or the
-    properties themselves); ``variables`` are the variant's. Everything is plain data.
+    properties themselves); ``variables`` are the variant's. ``contacts``: the contacts' rows (``CONTACT_FIELDS``
+    and ``attributes``) when the caller has them already. Everything is plain data.
     """
     from crm.models import Cart, Contact, Coupon
 
     ids = list(contact_ids)
     now = now or timezone.now()
     result: dict[int, dict[str, Any]] = {}
-    for row in Contact.objects.filter(pk__in=ids).values(*CONTACT_FIELDS, "attributes"):
-        attributes = row.pop("attributes") or {}
+    if not ids:
+        return result
+    if contacts is None:
+        contacts = Contact.objects.filter(pk__in=ids).values(*CONTACT_FIELDS, "attributes")
+    for contact in contacts:
+        row = {name: contact[name] for name in CONTACT_FIELDS}
+        attributes = contact["attributes"] or {}
         result[row["id"]] = {
             "contact": row,
             "attributes": attributes if isinstance(attributes, dict) else {},
@@ -368,9 +446,14 @@ def build_render_data(
             data["coupon"] = {k: v for k, v in coupon.items() if k != "contact_id"}
     for contact_id, context in (contexts or {}).items():
         if contact_id in result and context:
-            event = context.get("event", context) if isinstance(context, Mapping) else {}
-            result[contact_id]["event"] = dict(event) if isinstance(event, Mapping) else {}
+            result[contact_id]["event"] = event_data(context)
     return result
+
+
+def event_data(context: Any) -> dict[str, Any]:
+    """The event properties of a send's context (``{"event": {...}}`` or the properties themselves)."""
+    event = context.get("event", context) if isinstance(context, Mapping) else {}
+    return dict(event) if isinstance(event, Mapping) else {}
 
 
 def sample_render_data() -> dict[str, Any]:
@@ -382,4 +465,5 @@ def sample_render_data() -> dict[str, Any]:
         "coupon": {"code": "WELCOME", "discount_amount": Decimal("5000"), "discount_percent": None},
         "event": {},
         "vars": {},
+        "links": {"preferences": f"{settings.LOOP_PUBLIC_URL or 'https://crm.example.com'}/p/sample/"},
     }

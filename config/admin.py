@@ -10,6 +10,8 @@ from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import gettext_noop
 
+from config.login_throttle import ThrottledAdminAuthenticationForm
+
 #: (section key, title, models in display order). Later issues add their models here.
 ADMIN_SECTIONS: list[tuple[str, object, list[str]]] = [
     (
@@ -35,14 +37,22 @@ ADMIN_SECTIONS: list[tuple[str, object, list[str]]] = [
         _("Campaigns"),
         [
             "campaigns.campaign",
+            "campaigns.launchapproval",
             "campaigns.run",
             "campaigns.send",
+            "campaigns.conversion",
+            "campaigns.click",
+            "campaigns.open",
             "campaigns.outboxmessage",
             "campaigns.suppression",
+            "campaigns.adsconsentnotice",
             "campaigns.template",
+            "campaigns.senderprofile",
+            "campaigns.kakaotemplate",
+            "campaigns.notification",
         ],
     ),
-    ("journeys", _("Journeys"), ["journeys.journey", "journeys.enrollment", "journeys.playbook"]),
+    ("journeys", _("Journeys"), ["journeys.journey", "journeys.enrollment", "journeys.leadform", "journeys.playbook"]),
     ("reports", _("Reports"), ["campaigns.report", "journeys.report"]),
     (
         "settings",
@@ -50,9 +60,11 @@ ADMIN_SECTIONS: list[tuple[str, object, list[str]]] = [
         [
             "crm.source",
             "crm.apikey",
+            "crm.auditentry",
             "crm.rejectedmessage",
             "crm.unprocessedevent",
             "crm.heartbeat",
+            "campaigns.destination",
             "auth.user",
             "auth.group",
             "django_celery_beat.periodictask",
@@ -88,6 +100,26 @@ class LoopAdminSite(admin.AdminSite):
     site_title = _("Loop CRM")
     index_title = _("Marketing workspace")
     enable_nav_sidebar = True
+    login_form = ThrottledAdminAuthenticationForm
+
+    def login(self, request, extra_context=None):
+        """Django's login page; a locked-out (user name, address) pair is answered 429 (config/login_throttle.py)."""
+        response = super().login(request, extra_context)
+        if getattr(request, "login_locked", False):
+            response.status_code = 429
+        return response
+
+    def index(self, request, extra_context=None):
+        """The sections, with the marketer's dashboard above them (``config.dashboard``); ``?format=csv&table=KEY``
+        downloads one of its tables."""
+        from config.dashboard import dashboard_context, dashboard_view_context
+        from config.reports import csv_download, csv_requested
+
+        context = dashboard_context(request)
+        if csv_requested(request):
+            return csv_download(request, context["tables"], prefix="dashboard")
+        extra = {**(extra_context or {}), "dashboard": dashboard_view_context(request, context)}
+        return super().index(request, extra)
 
     def get_app_list(self, request, app_label=None):
         apps = super().get_app_list(request, app_label)

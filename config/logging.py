@@ -7,9 +7,11 @@ gunicorn), passes through the same processor chain and the same redaction step, 
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -47,7 +49,63 @@ def _mask_in_text(match: re.Match) -> str:
     return f"{match['name']}{match['separator']}{quote}{REDACTED}{quote}"
 
 
+#: Settings whose values are secrets (``SECRET_KEY``, ``ANYMAIL["MAILGUN_API_KEY"]``, ``SLACK_WEBHOOK_URL``...).
+SECRET_SETTING_PATTERN = re.compile(r"(SECRET|PASSWORD|TOKEN|_KEY$|^KEY$|WEBHOOK_URL|CREDENTIALS?)")
+#: Settings whose names look secret but hold none (class paths).
+NOT_SECRET_SETTINGS = frozenset({"PASSWORD_HASHERS", "AUTH_PASSWORD_VALIDATORS", "PASSWORD_RESET_TIMEOUT"})
+#: Shorter values are not masked as text (they would mask ordinary words).
+MIN_SECRET_LENGTH = 8
+#: (the settings object they were read from, the secrets): read again when settings change (override_settings).
+_configured: tuple[object, tuple[str, ...]] | None = None
+
+
+def _secret_strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        found = [value]
+        parts = urlsplit(value) if "://" in value else None
+        if parts is not None and len(parts.path) >= MIN_SECRET_LENGTH:
+            # requests' exceptions name the host and the path apart: a secret URL's path alone is a secret too.
+            found.append(parts.path + (f"?{parts.query}" if parts.query else ""))
+            found.append(parts.path)
+        return found
+    if isinstance(value, Mapping):
+        return [s for v in value.values() for s in _secret_strings(v)]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _secret_strings(v)]
+    return []
+
+
+def configured_secrets() -> tuple[str, ...]:
+    """The values of every secret setting (nested dicts such as ``ANYMAIL`` included), longest first. They are
+    masked wherever they appear in a log line: in an exception's message, a URL, a provider's answer."""
+    global _configured
+    from django.conf import settings
+
+    if not settings.configured:
+        return ()
+    wrapped = settings._wrapped
+    if _configured is not None and _configured[0] is wrapped:
+        return _configured[1]
+    found: set[str] = set()
+    for name in dir(settings):
+        if not name.isupper() or name in NOT_SECRET_SETTINGS:
+            continue
+        value = getattr(settings, name, None)
+        if SECRET_SETTING_PATTERN.search(name):
+            found.update(_secret_strings(value))
+        elif isinstance(value, Mapping):
+            for key, inner in value.items():
+                if SECRET_SETTING_PATTERN.search(str(key).upper()):
+                    found.update(_secret_strings(inner))
+    secrets = tuple(sorted((s for s in found if len(s) >= MIN_SECRET_LENGTH), key=len, reverse=True))
+    _configured = (wrapped, secrets)
+    return secrets
+
+
 def redact_text(text: str) -> str:
+    for secret in configured_secrets():
+        if secret in text:
+            text = text.replace(secret, REDACTED)
     text = SECRET_IN_TEXT_PATTERN.sub(_mask_in_text, text)
     for pattern, replacement in SECRET_VALUE_PATTERNS:
         text = pattern.sub(replacement, text)
@@ -101,6 +159,11 @@ SHARED_PROCESSORS: list[Any] = [
 ]
 
 
+def _at_least_info(level: str) -> str:
+    number = logging.getLevelName(level.upper())
+    return "INFO" if isinstance(number, int) and number < logging.INFO else level
+
+
 def build_logging_config(*, level: str, fmt: str) -> dict[str, Any]:
     """Return a ``LOGGING`` dict and configure structlog to render through the standard library."""
     if fmt not in ("json", "console"):
@@ -143,6 +206,9 @@ def build_logging_config(*, level: str, fmt: str) -> dict[str, Any]:
             # Never log SQL with parameters (they hold personal data), even when LOG_LEVEL=DEBUG.
             "django.db.backends": {"level": "INFO", "propagate": True},
             "celery": {"level": level, "propagate": True},
+            # urllib3 logs every request line (method, full path and query) at DEBUG: a secret webhook URL or a token
+            # in a query string would be in it.
+            "urllib3": {"level": _at_least_info(level), "propagate": True},
         },
     }
 

@@ -2,7 +2,8 @@
 
 Defaults are safe for a laptop: SQLite and a broker that needs no server, both under ``var/``. In production
 (``LOOP_ENV=production``) the process refuses to start with the development ``SECRET_KEY``, with ``DEBUG`` on, or
-without ``ALLOWED_HOSTS``. Every variable is listed with its default in README.md ("Configuration").
+without ``ALLOWED_HOSTS``. Every variable is listed with its default in docs/guide/operator.md ("Every setting"; a
+test fails when one read here is missing there).
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "crm.audit.AuditActorMiddleware",
+    "crm.preferences.UserLanguageMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -118,6 +121,8 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            # config is not an app: its template tag libraries are named here.
+            "libraries": {"loop_reports": "config.templatetags.loop_reports"},
         },
     },
 ]
@@ -162,6 +167,9 @@ SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Addresses of the reverse proxies in front of the web process: a request from one of them is attributed (audit trail,
+# rate limits by address) to the client address its X-Forwarded-For names, not to the proxy.
+LOOP_TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 if env_flag("USE_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
@@ -228,6 +236,25 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+
+def task_routes(routes: dict[str, str]) -> dict[str, dict[str, str]]:
+    """``CELERY_TASK_ROUTES=crm.events_*=events,campaigns.send_chunk=sends``: tasks whose name matches a pattern
+    (``*`` any characters) go to that queue instead of the default queue ``celery``; a worker started with
+    ``-Q events`` serves only that queue (see docs/guide/operator.md, "Scaling workers")."""
+    result = {}
+    for pattern, queue in routes.items():
+        pattern, queue = pattern.strip(), str(queue).strip()
+        if not pattern or not queue or not all(c.isalnum() or c in "._-*" for c in pattern + queue):
+            raise ImproperlyConfigured(
+                "CELERY_TASK_ROUTES must be task-name-pattern=queue pairs separated by commas, e.g. "
+                f"crm.events_*=events,campaigns.send_chunk=sends; got {pattern!r}={queue!r}."
+            )
+        result[pattern] = {"queue": queue}
+    return result
+
+
+CELERY_TASK_ROUTES = task_routes(env.dict("CELERY_TASK_ROUTES", default={}))
 # The product's own periodic tasks. DatabaseScheduler copies these entries into its PeriodicTask table when beat
 # starts (an operator can see, pause or reschedule them in the admin: Settings → Periodic tasks). Crontab times are in
 # CELERY_TIMEZONE, the workspace time zone.
@@ -277,10 +304,35 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Email (django-anymail; any ESP it supports, or SMTP) ---------------------------------------------------------
+# The Django email backend that delivers campaign email when CHANNEL_BACKENDS has email=anymail, e.g.
+# anymail.backends.mailgun.EmailBackend, anymail.backends.sendgrid.EmailBackend, or
+# django.core.mail.backends.smtp.EmailBackend (SMTP: EMAIL_HOST, EMAIL_PORT, EMAIL_HOST_USER, EMAIL_HOST_PASSWORD,
+# EMAIL_USE_TLS / EMAIL_USE_SSL, EMAIL_TIMEOUT). See docs/channels.md.
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Loop CRM <no-reply@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
-ANYMAIL = {}
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env_flag("EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL = env_flag("EMAIL_USE_SSL", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
+
+
+def anymail_settings(environ: dict[str, str]) -> dict[str, object]:
+    """Every ``ANYMAIL_<NAME>`` variable becomes ``ANYMAIL["<NAME>"]`` (``ANYMAIL_MAILGUN_API_KEY``,
+    ``ANYMAIL_WEBHOOK_SECRET``, ``ANYMAIL_SENDGRID_API_KEY``…), so every ESP anymail supports is configured from the
+    environment without code; ``true``/``false`` become booleans."""
+    result: dict[str, object] = {}
+    for name, value in environ.items():
+        if name.startswith("ANYMAIL_") and len(name) > len("ANYMAIL_"):
+            word = value.strip().lower()
+            result[name.removeprefix("ANYMAIL_")] = (word == "true") if word in ("true", "false") else value
+    return result
+
+
+ANYMAIL = anymail_settings(dict(env.ENVIRON))
 
 # --- Logging: one line per event, secrets redacted ----------------------------------------------------------------
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -310,17 +362,146 @@ LOOP_CHANNEL_DRY_RUN = env_flag("CHANNEL_DRY_RUN", default=False)
 # (0 = no limit). Campaigns marked exempt neither count nor are limited.
 LOOP_FREQUENCY_CAP_DAY = env.int("FREQUENCY_CAP_DAY", default=2)
 LOOP_FREQUENCY_CAP_WEEK = env.int("FREQUENCY_CAP_WEEK", default=5)
+# Safety rails on launch: above LAUNCH_CONFIRM_THRESHOLD recipients the admin asks for confirmation with the audience
+# size and a preview; above LAUNCH_APPROVAL_LIMIT a person without the "approve launches" permission (a Marketer)
+# cannot launch: the launch waits for an Admin's approval.
+LOOP_LAUNCH_CONFIRM_THRESHOLD = env.int("LAUNCH_CONFIRM_THRESHOLD", default=1000)
+LOOP_LAUNCH_APPROVAL_LIMIT = env.int("LAUNCH_APPROVAL_LIMIT", default=50_000)
 # Sends per Celery task, and how long a claimed send may stay unanswered before the beat tick recovers it.
-LOOP_SEND_CHUNK_SIZE = env.int("SEND_CHUNK_SIZE", default=500)
+LOOP_SEND_CHUNK_SIZE = env.int("SEND_CHUNK_SIZE", default=1000)
 LOOP_SEND_CLAIM_LEASE = env.int("SEND_CLAIM_LEASE_SECONDS", default=600)
 LOOP_SEND_MAX_ATTEMPTS = env.int("SEND_MAX_ATTEMPTS", default=5)
 # The Korean advertising form: "(광고)" first, the sender's name and contact, and a free opt-out line.
 LOOP_SENDER_NAME = env.str("SENDER_NAME", default="Loop Shop")
 LOOP_SENDER_CONTACT = env.str("SENDER_CONTACT", default="")
 LOOP_OPTOUT_PHONE = env.str("OPTOUT_PHONE", default="080-000-0000")
+# The sender's postal address, shown in the footer of every email (optional).
+LOOP_SENDER_ADDRESS = env.str("SENDER_ADDRESS", default="")
+# The address contacts reach this CRM at (https://crm.example.com): unsubscribe links in email and their
+# List-Unsubscribe header, preference-center links in messages, survey links, provider receipt callbacks and MMS
+# media URLs are built on it.
+LOOP_PUBLIC_URL = env.str("PUBLIC_URL", default="" if IS_PRODUCTION else "http://localhost:8000").rstrip("/")
+if IS_PRODUCTION and LOOP_CHANNEL_BACKENDS.get("email") == "anymail" and not LOOP_PUBLIC_URL:
+    raise ImproperlyConfigured(
+        "Refusing to start with LOOP_ENV=production: PUBLIC_URL must be set (e.g. https://crm.example.com) when email "
+        "is delivered (CHANNEL_BACKENDS email=anymail): every email carries an unsubscribe link built on it."
+    )
+# Optional mailbox for List-Unsubscribe's mailto: form (e.g. unsubscribe@shop.example); requests arriving there by
+# the ESP's inbound webhook are applied like a click on the link.
+LOOP_UNSUBSCRIBE_MAILTO = env.str("UNSUBSCRIBE_MAILTO", default="")
+# The legally required notice of advertising consent (정보통신망법: every 2 years from the consent): how often, in
+# days (730), checked daily by beat.
+LOOP_ADS_RECONSENT_DAYS = env.int("ADS_RECONSENT_DAYS", default=730)
+# Own tracking (docs/analytics.md): links in messages go through /t/c/<token> (a click per send), email carries an
+# open pixel /t/o/<token>.gif. Clicks and opens judged automatic (scanners, link checkers, Apple Mail Privacy
+# Protection prefetch) are recorded but excluded from rates unless TRACKING_COUNT_BOTS is set.
+LOOP_TRACK_CLICKS = env.bool("TRACK_CLICKS", default=True)
+LOOP_TRACK_OPENS = env.bool("TRACK_OPENS", default=True)
+LOOP_TRACKING_COUNT_BOTS = env.bool("TRACKING_COUNT_BOTS", default=False)
+# A click this many seconds or less after the message was sent/delivered is a security scanner's.
+LOOP_TRACKING_BOT_SECONDS = env.int("TRACKING_BOT_SECONDS", default=5)
+# Requests recorded per hashed client address and minute; more are redirected but flagged, not counted.
+LOOP_TRACKING_RATE_LIMIT = env.int("TRACKING_RATE_LIMIT_PER_MINUTE", default=60)
+# Attribution of goal events to sends: beat runs it every ATTRIBUTION_SECONDS over events stored since the last pass.
+LOOP_ATTRIBUTION_SECONDS = env.float("ATTRIBUTION_SECONDS", default=300.0)
+CELERY_BEAT_SCHEDULE["campaigns-attribute-conversions"] = {
+    "task": "campaigns.attribute_conversions",
+    "schedule": LOOP_ATTRIBUTION_SECONDS,
+    "options": {"expires": LOOP_ATTRIBUTION_SECONDS},
+}
+# --- SMS and KakaoTalk providers (issue #8; docs/channels.md). Credentials only from the environment. ------------
+LOOP_SOLAPI_API_KEY = env.str("SOLAPI_API_KEY", default="")
+LOOP_SOLAPI_API_SECRET = env.str("SOLAPI_API_SECRET", default="")
+LOOP_SOLAPI_BASE_URL = env.str("SOLAPI_BASE_URL", default="https://api.solapi.com").rstrip("/")
+# The secret in the Solapi webhook URL (/webhooks/solapi/<secret>/): Solapi's webhooks carry no signature.
+LOOP_SOLAPI_WEBHOOK_SECRET = env.str("SOLAPI_WEBHOOK_SECRET", default="")
+LOOP_TWILIO_ACCOUNT_SID = env.str("TWILIO_ACCOUNT_SID", default="")
+LOOP_TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")
+# Optional: send through a Twilio Messaging Service instead of the profile's From number.
+LOOP_TWILIO_MESSAGING_SERVICE_SID = env.str("TWILIO_MESSAGING_SERVICE_SID", default="")
+LOOP_PROVIDER_HTTP_TIMEOUT = env.float("PROVIDER_HTTP_TIMEOUT", default=15.0)
+# Messages per second each provider accepts from this account, shared by every worker ("solapi=100,twilio=10").
+LOOP_PROVIDER_RATES = {"solapi": 100.0, "twilio": 10.0} | {
+    name: float(rate) for name, rate in env.dict("PROVIDER_RATES", default={}).items()
+}
+# The longest a worker waits for the rate limit before putting the batch back in the queue (transient failure).
+LOOP_PROVIDER_RATE_MAX_WAIT = env.float("PROVIDER_RATE_MAX_WAIT", default=30.0)
+# Where the shared token buckets live: this Redis, by default the cache's or the broker's when they are Redis;
+# otherwise the database.
+_redis_default = next(
+    (
+        url.replace("rediscache://", "redis://", 1)
+        for url in (env.str("CACHE_URL", default=""), CELERY_BROKER_URL)
+        if url.startswith(("redis://", "rediss://", "rediscache://"))
+    ),
+    "",
+)
+LOOP_RATE_LIMIT_REDIS_URL = env.str("RATE_LIMIT_REDIS_URL", default=_redis_default)
+# App push through FCM HTTP v1 (CHANNEL_BACKENDS=push=fcm): the service-account key as a file path or as JSON text,
+# the Firebase project (default: the key's project_id), parallel requests per worker and the request timeout.
+LOOP_FCM_CREDENTIALS_FILE = env.str("FCM_CREDENTIALS_FILE", default="")
+LOOP_FCM_CREDENTIALS_JSON = env.str("FCM_CREDENTIALS_JSON", default="")
+LOOP_FCM_PROJECT_ID = env.str("FCM_PROJECT_ID", default="")
+LOOP_FCM_CONCURRENCY = env.int("FCM_CONCURRENCY", default=20)
+LOOP_FCM_TIMEOUT = env.float("FCM_TIMEOUT_SECONDS", default=10.0)
+# Team channels (Slack incoming webhooks, signed webhooks): seconds to wait for the receiver's answer.
+LOOP_TEAM_TIMEOUT = env.float("TEAM_TIMEOUT_SECONDS", default=10.0)
+# The destination (Settings → Destinations, by name) that receives each campaign run's report; empty: none.
+LOOP_CAMPAIGN_REPORT_DESTINATION = env.str("CAMPAIGN_REPORT_DESTINATION", default="")
 # The campaigns tick: starts due one-time runs, releases due and held sends, picks A/B winners, recovers stale
 # claims. Installed into the database scheduler when beat starts.
 CELERY_BEAT_SCHEDULE["campaigns-tick"] = {
     "task": "campaigns.tick",
     "schedule": env.float("CAMPAIGNS_TICK_SECONDS", default=60.0),
 }
+
+# --- Journeys -----------------------------------------------------------------------------------------------------
+# The journeys tick: enrolls segment-entry and date triggers, then claims due enrollments in batches and advances
+# them. Every JOURNEYS_TICK_SECONDS (15-30 s keeps a "+30 minutes" step within a minute of its due time).
+LOOP_JOURNEY_TICK_SECONDS = env.float("JOURNEYS_TICK_SECONDS", default=15.0)
+CELERY_BEAT_SCHEDULE["journeys-tick"] = {
+    "task": "journeys.tick",
+    "schedule": LOOP_JOURNEY_TICK_SECONDS,
+    "options": {"expires": LOOP_JOURNEY_TICK_SECONDS},
+}
+# Enrollments claimed per transaction; a claim older than the lease (its worker died) is claimed again.
+LOOP_JOURNEY_BATCH_SIZE = env.int("JOURNEY_BATCH_SIZE", default=1000)
+LOOP_JOURNEY_CLAIM_LEASE = env.int("JOURNEY_CLAIM_LEASE_SECONDS", default=120)
+# A failing step is retried with backoff (1, 2, 4 … minutes) this many times, then the enrollment is failed.
+LOOP_JOURNEY_MAX_ATTEMPTS = env.int("JOURNEY_MAX_ATTEMPTS", default=5)
+# Action steps: Slack incoming webhook of the "slack" notifier; the HMAC key of webhook signatures (default: derived
+# from SECRET_KEY).
+LOOP_SLACK_WEBHOOK_URL = env.str("SLACK_WEBHOOK_URL", default="")
+LOOP_JOURNEY_WEBHOOK_SECRET = env.str("JOURNEY_WEBHOOK_SECRET", default="")
+# LOOP_PUBLIC_URL (above) builds the links in messages: survey pages too.
+# Weekly digest of journey survey answers to the team (Mondays 09:00). Its comments are summarized by a built-in
+# extractive summarizer, or by an OpenAI-compatible chat completions API when all three are set (optional).
+LOOP_SUMMARY_API_URL = env.str("SUMMARY_API_URL", default="")
+LOOP_SUMMARY_API_KEY = env.str("SUMMARY_API_KEY", default="")
+LOOP_SUMMARY_MODEL = env.str("SUMMARY_MODEL", default="")
+CELERY_BEAT_SCHEDULE["journeys-survey-digest"] = {
+    "task": "journeys.survey_digest",
+    "schedule": crontab(hour=9, minute=0, day_of_week=1),
+}
+# Submissions accepted per visitor address and lead form ("20/min"); more are answered 429.
+LOOP_LEAD_FORM_RATE_LIMIT = env.str("LEAD_FORM_RATE_LIMIT", default="20/min")
+# Signed public links (unsubscribe, survey, preference center): requests per link, and forged or malformed tokens
+# per visitor address, before 429 (config/ratelimit.py, docs/security.md).
+LOOP_SIGNED_LINK_RATE_LIMIT = env.str("SIGNED_LINK_RATE_LIMIT", default="30/min")
+LOOP_BAD_LINK_RATE_LIMIT = env.str("BAD_LINK_RATE_LIMIT", default="20/min")
+# Admin login: after this many failed attempts for one user name from one address, that pair is locked out for
+# LOGIN_LOCKOUT_MINUTES (config/login_throttle.py).
+LOOP_LOGIN_MAX_FAILURES = env.int("LOGIN_MAX_FAILURES", default=5)
+LOOP_LOGIN_LOCKOUT_MINUTES = env.int("LOGIN_LOCKOUT_MINUTES", default=15)
+# Daily at 10:00 workspace time: the 2-year advertising-consent notices that are due (정보통신망법 제50조 ⑧).
+CELERY_BEAT_SCHEDULE["campaigns-ads-reconsent-daily"] = {
+    "task": "campaigns.ads_reconsent_notify",
+    "schedule": crontab(hour=10, minute=0),
+}
+
+# --- Reports (issue #10) ------------------------------------------------------------------------------------------
+# The dashboard's seed metrics: a lead converts with a first order, and a win-back recipient comes back with an order,
+# within this many days.
+LOOP_LEAD_CONVERSION_DAYS = env.int("LEAD_CONVERSION_DAYS", default=30)
+# How long report figures (dashboard, runs chart, journey funnel) are reused before they are computed again.
+LOOP_REPORT_CACHE_SECONDS = env.int("REPORT_CACHE_SECONDS", default=60)

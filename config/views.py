@@ -88,3 +88,14 @@ def healthz(request):
         },
         status=200 if healthy else 503,
     )
+
+
+def not_found(request, exception=None):
+    """404: the API answers in JSON like its other errors (``{"code", "message"}``); pages get Django's page."""
+    if request.path.startswith("/api/"):
+        from django.utils.translation import gettext
+
+        return JsonResponse({"code": "not_found", "message": gettext("No such API endpoint or object.")}, status=404)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)

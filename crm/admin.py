@@ -10,6 +10,7 @@ Big tables (contacts, events, orders, coupons, devices, consent history) use ``L
 
 from __future__ import annotations
 
+import json
 import zoneinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -23,13 +24,15 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import validate_email
 from django.db.models import Q
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from config.admin_base import LoopModelAdmin, ReadOnlyModelAdmin, ReadOnlyTabularInline, json_block
+from config.formatting import money
 from crm import admin_segments  # noqa: F401 (registers the segment admin)
 from crm.admin_import import (
     ContactImportAdmin,
@@ -39,6 +42,7 @@ from crm.admin_import import (
 )
 from crm.models import (
     ApiKey,
+    AuditEntry,
     Cart,
     Consent,
     ConsentChange,
@@ -58,7 +62,9 @@ from crm.models import (
     WishlistItem,
 )
 from crm.phones import DEFAULT_REGION, InvalidPhoneNumber, normalize_phone, phone_search_variants
+from crm.roles import ERASE_PERMISSION
 from crm.services.apikeys import api_key_create, api_key_revoke
+from crm.services.contacts import contact_erase
 from crm.services.event_processing import events_backlog, events_retry_failed
 from crm.services.ingest import events_process_soon
 
@@ -67,16 +73,6 @@ RECENT_EVENTS = 20
 
 
 # --- Display helpers -------------------------------------------------------------------------------------------
-
-
-def money(value: Decimal | None, currency: str = "") -> str:
-    """``39000.00`` → ``39,000``; decimals are kept only when there are any (KRW has none)."""
-    if value is None:
-        return "-"
-    if value == value.to_integral_value():
-        value = value.quantize(Decimal("1"))
-    text = intcomma(value)
-    return f"{text} {currency}" if currency else text
 
 
 def phone_display(e164: str) -> str:
@@ -162,29 +158,59 @@ class ContactColumnMixin:
         return admin_link(obj.contact)
 
 
-class PhoneSearchMixin:
-    """Search also finds a phone number typed in any format (``010-1234-5678`` finds ``+821012345678``)."""
+def contact_search_q(term: str) -> Q:
+    """Contacts whose name or email contains ``term`` (trigram indexes on PostgreSQL), whose external ID is
+    ``term``, or whose phone number is ``term`` typed in any format (``010-1234-5678`` finds ``+821012345678``).
 
-    phone_search_field = "phone"
+    Every branch is answered by an index, so a search reads what it finds, not the whole table.
+    """
+    condition = Q(name__icontains=term) | Q(email__icontains=term) | Q(external_id=term)
+    if any(ch.isdigit() for ch in term):
+        variants = phone_search_variants(term)
+        if variants:
+            condition |= Q(phone__in=variants)
+    return condition
+
+
+class PhoneSearchMixin:
+    """The contact list's search: the whole term, see ``contact_search_q`` (``search_fields`` only shows the box)."""
 
     def get_search_results(self, request, queryset, search_term):
-        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
         term = search_term.strip()
-        if term and any(ch.isdigit() for ch in term):
-            variants = phone_search_variants(term)
-            if variants:
-                results |= queryset.filter(**{f"{self.phone_search_field}__in": variants})
-        return results, may_have_duplicates
+        if not term:
+            return queryset, False
+        return queryset.filter(contact_search_q(term)), False
 
 
-#: Search fields of rows that belong to a contact: the contact's email, name and external ID (phone: see below).
+#: A search of rows that belong to contacts looks at the rows of at most this many matching contacts.
+CONTACT_SEARCH_LIMIT = 1000
+
+#: Shown as the search fields of rows that belong to a contact; the search itself is ``ContactRowSearchMixin``.
 CONTACT_SEARCH_FIELDS = ["contact__email", "contact__name", "=contact__external_id"]
 
 
-class ContactRowSearchMixin(PhoneSearchMixin):
-    """For rows that belong to a contact: search also finds the contact's phone number in any format."""
+class ContactRowSearchMixin:
+    """For rows that belong to a contact: the term finds the rows of the contacts it finds (``contact_search_q``),
+    or rows whose ``search_exact_fields`` equal it or whose ``search_text_fields`` contain it (small tables only)."""
 
-    phone_search_field = "contact__phone"
+    search_exact_fields: tuple[str, ...] = ()
+    search_text_fields: tuple[str, ...] = ()
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        # The matching contacts first (index scans, at most CONTACT_SEARCH_LIMIT), then their rows by contact id:
+        # one subquery joined into a big table would read all of it.
+        contact_ids = list(
+            Contact.objects.filter(contact_search_q(term)).values_list("pk", flat=True)[:CONTACT_SEARCH_LIMIT]
+        )
+        condition = Q(contact_id__in=contact_ids)
+        for field in self.search_exact_fields:
+            condition |= Q(**{field: term})
+        for field in self.search_text_fields:
+            condition |= Q(**{f"{field}__icontains": term})
+        return queryset.filter(condition), False
 
 
 class TitledRelatedFilter(admin.RelatedFieldListFilter):
@@ -369,6 +395,9 @@ class ContactAdmin(ContactImportExportAdminMixin, PhoneSearchMixin, LoopModelAdm
         ErasedFilter,
     ]
     autocomplete_fields = ["tags", "lists"]
+    actions = ["erase_personal_data"]
+    #: At most this many contacts are erased by one action (each is its own transaction).
+    erase_limit = 500
     inlines = [ConsentInline, CartInline, CouponInline, OrderInline, DeviceInline, WishlistInline]
     profile_fields = [("name", "external_id"), ("email", "phone"), ("locale", "time_zone"), "tags", "lists"]
     fieldsets = [
@@ -423,6 +452,48 @@ class ContactAdmin(ContactImportExportAdminMixin, PhoneSearchMixin, LoopModelAdm
         # Contacts are erased through crm.services.contact_erase (which keeps reports consistent), never deleted
         # here: a delete would also cascade to every event of the contact.
         return False
+
+    def has_erase_permission(self, request) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.{ERASE_PERMISSION}")
+
+    @admin.action(description=_("Erase personal data"), permissions=["erase"])
+    def erase_personal_data(self, request, queryset):
+        """Right to erasure: a confirmation page, then ``contact_erase`` for each selected contact (Admin role)."""
+        contacts = list(queryset.filter(erased_at__isnull=True).order_by("pk")[: self.erase_limit + 1])
+        if len(contacts) > self.erase_limit:
+            self.message_user(
+                request,
+                gettext("Select at most %(limit)d contacts to erase at once.") % {"limit": self.erase_limit},
+                messages.ERROR,
+            )
+            return None
+        if not contacts:
+            self.message_user(request, gettext("The selected contacts are already erased."), messages.WARNING)
+            return None
+        if request.POST.get("confirm") == "yes":
+            for contact in contacts:
+                contact_erase(contact=contact, actor=f"admin:{request.user.get_username()}")
+            self.message_user(
+                request,
+                ngettext(
+                    "The personal data of %(count)d contact was erased.",
+                    "The personal data of %(count)d contacts were erased.",
+                    len(contacts),
+                )
+                % {"count": len(contacts)},
+                messages.SUCCESS,
+            )
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": gettext("Erase personal data"),
+            "contacts": contacts,
+            "action_name": "erase_personal_data",
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            "changelist_url": reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist"),
+        }
+        return TemplateResponse(request, "admin/crm/contact/erase_confirmation.html", context)
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None and obj.pk:
@@ -501,7 +572,8 @@ class EventAdmin(ContactColumnMixin, ReadOnlyModelAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        return queryset.filter(Q(name=term) | Q(message_id=term)), False
+        sources = list(Source.objects.values_list("pk", flat=True))  # a handful: (source, message_id) index scans
+        return queryset.filter(Q(name=term) | Q(source_id__in=sources, message_id=term)), False
 
     @admin.display(description=_("source"))
     def source_column(self, obj: Event) -> str:
@@ -583,8 +655,9 @@ class CouponAdmin(ContactRowSearchMixin, ContactColumnMixin, ReadOnlyModelAdmin)
     list_display = ["code", "contact_column", "discount", "issued_at", "expires_at", "redeemed_at"]
     list_select_related = ["contact"]
     list_filter = [CouponStatusFilter, "issued_at", "expires_at"]
-    search_fields = ["code", *CONTACT_SEARCH_FIELDS]
-    search_help_text = _("Coupon code, or the contact's email, name, phone or external ID.")
+    search_fields = ["=code", *CONTACT_SEARCH_FIELDS]
+    search_exact_fields = ("code",)
+    search_help_text = _("The exact coupon code, or the contact's email, name, phone or external ID.")
     fields = ["code", "contact_column", "discount", "issued_at", "expires_at", "redeemed_at"]
     readonly_fields = fields
 
@@ -599,6 +672,7 @@ class OrderAdmin(ContactRowSearchMixin, ContactColumnMixin, ReadOnlyModelAdmin):
     list_select_related = ["contact"]
     list_filter = ["placed_at"]
     search_fields = ["=order_id", *CONTACT_SEARCH_FIELDS]
+    search_exact_fields = ("order_id",)
     search_help_text = _("Order ID, or the contact's email, name, phone or external ID.")
     fields = ["order_id", "contact_column", "order_total", "placed_at", "items_table"]
     readonly_fields = fields
@@ -662,6 +736,8 @@ class WishlistItemAdmin(ContactRowSearchMixin, ContactColumnMixin, ReadOnlyModel
     list_select_related = ["contact"]
     list_filter = ["added_at"]
     search_fields = ["=product_id", "name", *CONTACT_SEARCH_FIELDS]
+    search_exact_fields = ("product_id",)
+    search_text_fields = ("name",)
     search_help_text = _("Product ID or name, or the contact's email, name, phone or external ID.")
     fields = ["product", "product_id", "contact_column", "added_at", "properties_block"]
     readonly_fields = fields
@@ -686,6 +762,8 @@ class DeviceAdmin(ContactRowSearchMixin, ContactColumnMixin, LoopModelAdmin):
     list_select_related = ["contact"]
     list_filter = ["platform", "active", "last_seen_at"]
     search_fields = ["=token", "app_id", *CONTACT_SEARCH_FIELDS]
+    search_exact_fields = ("token",)
+    search_text_fields = ("app_id",)
     search_help_text = _("The whole push token, app, or the contact's email, name, phone or external ID.")
     fields = [
         "contact_column",
@@ -718,6 +796,7 @@ class ConsentChangeAdmin(ContactRowSearchMixin, ContactColumnMixin, ReadOnlyMode
     list_select_related = ["contact"]
     list_filter = ["purpose", "granted", "changed_at"]
     search_fields = ["source", *CONTACT_SEARCH_FIELDS]
+    search_text_fields = ("source",)
     search_help_text = _("Where the consent came from, or the contact's email, name, phone or external ID.")
     fields = ["contact_column", "purpose", "granted", "changed_at", "source", "recorded_at"]
     readonly_fields = fields
@@ -950,3 +1029,67 @@ class UnprocessedEventAdmin(ReadOnlyModelAdmin):
 
 
 admin.site.register(ContactImport, ContactImportAdmin)
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyModelAdmin):
+    """The audit trail: searchable, filterable, never editable (the model refuses updates and deletes too)."""
+
+    list_display = ["at", "actor_repr", "via", "action", "object_type", "object_link", "changed_fields"]
+    list_filter = ["action", "object_type", "via", ("at", admin.DateFieldListFilter)]
+    search_fields = ["actor_repr", "object_repr", "=object_id", "object_type"]
+    date_hierarchy = "at"
+    fields = [
+        "at",
+        "actor_repr",
+        "via",
+        "ip_address",
+        "action",
+        "object_type",
+        "object_id",
+        "object_repr",
+        "changes_display",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description=_("object"))
+    def object_link(self, obj: AuditEntry) -> str:
+        app_label, _sep, model = obj.object_type.partition(".")
+        try:
+            url = reverse(f"admin:{app_label}_{model}_change", args=[obj.object_id])
+        except NoReverseMatch:  # a model without an admin page
+            return obj.object_repr
+        if obj.action == AuditEntry.Action.DELETED:
+            return obj.object_repr
+        return format_html('<a href="{}">{}</a>', url, obj.object_repr)
+
+    @admin.display(description=_("changed fields"))
+    def changed_fields(self, obj: AuditEntry) -> str:
+        return Truncator(", ".join(sorted(obj.changes))).chars(80) if isinstance(obj.changes, dict) else ""
+
+    @admin.display(description=_("changes"))
+    def changes_display(self, obj: AuditEntry) -> str:
+        rows = format_html_join(
+            "",
+            "<tr><th>{}</th><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    field,
+                    json_text(values[0] if isinstance(values, list) and values else ""),
+                    json_text(values[1] if isinstance(values, list) and len(values) > 1 else ""),
+                )
+                for field, values in sorted(obj.changes.items())
+            ),
+        )
+        return format_html(
+            '<table class="loop-audit-diff"><thead><tr><th>{}</th><th>{}</th><th>{}</th></tr></thead>'
+            "<tbody>{}</tbody></table>",
+            _("field"),
+            _("before"),
+            _("after"),
+            rows,
+        )
+
+
+def json_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)

@@ -219,37 +219,56 @@ def import_upload_view(model_admin, request):
 
 def _mapping_rows(contact_import: ContactImport) -> list[dict]:
     from crm.importing.mapping import ATTRIBUTE, FIELD_LABELS
+    from crm.segments.schema import TYPE_LABELS  # the value types segments compare attributes as
 
     rows = []
     for column in contact_import.column_mapping.get("columns", []):
         field = column["field"]
         if field == ATTRIBUTE:
-            target = _("attribute '%(key)s' (%(type)s)") % {"key": column["key"], "type": column["type"]}
+            kind = TYPE_LABELS.get(column["type"], column["type"])
+            target = _("attribute '%(key)s' (%(type)s)") % {"key": column["key"], "type": kind}
         else:
             target = str(FIELD_LABELS.get(field, field))
         rows.append({"header": column["header"] or f"#{column['index'] + 1}", "target": target, "field": field})
     return rows
 
 
+def _shown(value):
+    """A value of the preview's changes as the page shows it: consent as 예/아니오 (Yes/No), not True/False."""
+    if isinstance(value, bool):
+        return _("Yes") if value else _("No")
+    return value
+
+
 def import_detail_view(model_admin, request, import_id: int):
     _require_view_permission(model_admin, request)
     contact_import = get_object_or_404(ContactImport, pk=import_id)
     errors = contact_import.errors[:ERRORS_SHOWN]
+    # (key of the preview's action, count field, label): the counts, and the action of each sample row in words.
+    counts = [
+        ("new", "new", _("New")),
+        ("update", "updated", _("Updated")),
+        ("unchanged", "unchanged", _("Unchanged")),
+        ("skip", "skipped", _("Skipped")),
+        ("error", "error", _("Errors")),
+    ]
+    action_labels = {key: label for key, _field, label in counts}
     context = _context(
         model_admin,
         request,
         _("Import of %(file)s") % {"file": contact_import.file_name},
         contact_import=contact_import,
-        counts=[
-            (_("New"), contact_import.new_count, "new"),
-            (_("Updated"), contact_import.updated_count, "update"),
-            (_("Unchanged"), contact_import.unchanged_count, "unchanged"),
-            (_("Skipped"), contact_import.skipped_count, "skip"),
-            (_("Errors"), contact_import.error_count, "error"),
-        ],
+        counts=[(label, getattr(contact_import, f"{field}_count"), key) for key, field, label in counts],
         errors=[{**e, "text": format_error(e)} for e in errors],
         errors_more=max(len(contact_import.errors) - ERRORS_SHOWN, 0),
-        sample=contact_import.preview.get("sample", []),
+        sample=[
+            {
+                **entry,
+                "action": action_labels.get(entry["action"], entry["action"]),
+                "changes": [[what, _shown(before), _shown(after)] for what, before, after in entry["changes"]],
+            }
+            for entry in contact_import.preview.get("sample", [])
+        ],
         notice=contact_import.preview.get("notice", ""),
         mapping=_mapping_rows(contact_import),
         in_progress=contact_import.status in RUNNING_STATES,

@@ -1,10 +1,13 @@
-"""Segments in the admin: rules (JSON for now; the visual builder replaces the widget), members, why, size, export.
+"""Segments in the admin: the visual rule builder, members, why, size, export.
 
 Pages under the segment admin:
 
-``<id>/change/``          name, description, rules (errors shown per condition, with their path); below the form the
-                          member count (counted on load), a sample of members, the size-over-time chart (an SVG drawn
-                          here, no script, no CDN), links to "why" and to the exports
+``<id>/change/``          name, description, rules (the visual builder, ``static/crm/segment_builder.js``, over the
+                          JSON textarea it keeps in sync; errors shown per condition, with their path); below the form
+                          the member count (counted on load), a sample of members, the size-over-time chart (an SVG
+                          drawn here, no script, no CDN), links to "why" and to the exports
+``preview.json``          POST ``{"rules": …, "segment": <id>|null}``: validate, then the live member count and a
+                          sample (the builder calls it as the rules change), or 400 with the validator's errors
 ``<id>/why/``             "why is this contact (not) in this segment?": pick a contact by ID, email, phone or
                           external ID; every condition with ✔/✘ and what was observed
 ``<id>/export/<fmt>/``    the members as CSV or Excel (``crm.exporting``, the same columns as the contact export)
@@ -24,29 +27,37 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.humanize.templatetags.humanize import intcomma
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import Q
-from django.http import HttpResponseRedirect, JsonResponse
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
-from django.utils.translation import gettext
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from config.admin_base import LoopModelAdmin
 from crm.admin_import import csv_response, xlsx_response
 from crm.exporting import contact_rows, display_phone
-from crm.models import Contact, Segment, SegmentSize
+from crm.models import Contact, ContactList, Segment, SegmentSize, Tag
 from crm.phones import InvalidPhoneNumber, normalize_phone
-from crm.segments import RulesInvalid, schema_description, validate_rules
+from crm.segments import EMPTY_RULES, RulesInvalid, schema_description, validate_rules
 from crm.segments.explain import segment_explain
+from crm.selectors import event_names, segment_rules_preview
 from crm.services.segments import SegmentInUse, segment_count, segment_create, segment_delete, segment_update
 
 #: Members listed on the segment page.
 SAMPLE_SIZE = 20
+#: Members the builder's live preview lists.
+PREVIEW_SAMPLE_SIZE = 10
+#: Longest a live preview may query PostgreSQL (milliseconds): the builder asks after every change, and an
+#: abandoned request's query would otherwise keep running.
+PREVIEW_TIMEOUT_MS = 10_000
+#: Static lists, tags, event names and segments the builder offers in its pickers (more can be typed in the JSON).
+BUILDER_CHOICES_LIMIT = 1000
 #: Days of history the size chart shows.
 CHART_DAYS = 90
 #: Contacts a "why" lookup lists when the search matches several.
@@ -59,17 +70,65 @@ class RulesField(forms.JSONField):
     def prepare_value(self, value: Any) -> str:
         if isinstance(value, forms.fields.InvalidJSONInput):
             return value
+        if value is None:
+            return ""
         return json.dumps(value, ensure_ascii=False, indent=2)
+
+
+class RuleBuilderWidget(forms.Textarea):
+    """The JSON textarea with the visual rule builder over it (``static/crm/segment_builder.js``).
+
+    Without JavaScript the textarea stays as it is. The builder reads the schema from ``schema.json``, keeps the
+    textarea in sync, and asks ``preview.json`` for the live count. The pickers of static lists, tags and segments
+    are filled from the page (``builder_choices``), not from another request.
+    """
+
+    template_name = "crm/widgets/rule_builder.html"
+    segment_id: int | None = None
+
+    class Media:
+        css = {"all": ["crm/segment_builder.css"]}
+        js = ["crm/segment_builder.js"]
+
+    def __init__(self, attrs=None):
+        super().__init__(attrs={"rows": 24, "class": "loop-rules-json", "spellcheck": "false", **(attrs or {})})
+
+    def get_context(self, name, value, attrs):
+        context = super().get_context(name, value, attrs)
+        context["builder"] = {
+            "schema_url": reverse("admin:crm_segment_schema"),
+            "preview_url": reverse("admin:crm_segment_preview"),
+            "segment_id": self.segment_id or "",
+            "choices": builder_choices(exclude_segment=self.segment_id),
+            "choices_id": f"{context['widget']['attrs'].get('id') or name}-choices",
+        }
+        return context
+
+
+def builder_choices(*, exclude_segment: int | None) -> dict[str, list]:
+    """The static lists, tags, event names and other segments a condition can name, for the builder's pickers."""
+    limit = BUILDER_CHOICES_LIMIT
+    segments = Segment.objects.exclude(pk=exclude_segment) if exclude_segment else Segment.objects.all()
+    return {
+        "lists": [{"id": pk, "name": name} for pk, name in ContactList.objects.values_list("pk", "name")[:limit]],
+        "tags": list(Tag.objects.values_list("name", flat=True)[:limit]),
+        "events": event_names(limit=limit),
+        "segments": [
+            {"id": pk, "name": name} for pk, name in segments.order_by("name").values_list("pk", "name")[:limit]
+        ],
+    }
 
 
 class SegmentForm(forms.ModelForm):
     rules = RulesField(
         label=_("rules"),
         required=False,
-        widget=forms.Textarea(attrs={"rows": 24, "class": "loop-rules-json", "spellcheck": "false"}),
+        widget=RuleBuilderWidget(),
         help_text=_(
-            "The rule document as JSON (see the segments guide). Leave empty for every contact. "
-            "Each problem is reported with the place of the condition, e.g. root.children[1].value."
+            "Build the rules with the builder: groups combine conditions with AND or OR, NOT turns a group or a "
+            "condition into its opposite, and the live count shows who matches. “JSON (advanced)” shows the rule "
+            "document itself (see the segments guide); empty means every contact. Each problem is reported with "
+            "the place of the condition, e.g. root.children[1].value."
         ),
     )
 
@@ -89,6 +148,10 @@ class SegmentForm(forms.ModelForm):
             return validate_rules(rules, segment_id=self.instance.pk)
         except RulesInvalid as exc:
             raise ValidationError([str(error) for error in exc.errors]) from exc
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["rules"].widget.segment_id = self.instance.pk
 
 
 # --- Size chart -----------------------------------------------------------------------------------------------------
@@ -286,6 +349,7 @@ class SegmentAdmin(LoopModelAdmin):
         wrap = self.admin_site.admin_view
         return [
             path("schema.json", wrap(self.schema_view), name="crm_segment_schema"),
+            path("preview.json", wrap(self.preview_view), name="crm_segment_preview"),
             path("<int:segment_id>/why/", wrap(self.why_view), name="crm_segment_why"),
             path("<int:segment_id>/export/<str:fmt>/", wrap(self.export_view), name="crm_segment_export"),
             *super().get_urls(),
@@ -300,6 +364,44 @@ class SegmentAdmin(LoopModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         return JsonResponse(schema_description(), json_dumps_params={"ensure_ascii": False})
+
+    def preview_view(self, request):
+        """POST ``{"rules": {...}, "segment": <id or null>}`` → ``{"count": n, "sample": [...]}``, or 400 with
+        ``{"errors": [{"path", "code", "message"}]}``, or 504 with ``{"message"}`` when counting took too long. A POST
+        (CSRF-checked by ``admin_view``) because the rules can be long; it reads only."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        parsed = parse_preview_request(request.body)
+        if isinstance(parsed, JsonResponse):
+            return parsed
+        rules, segment_id = parsed
+        try:
+            preview = preview_with_timeout(rules=rules, segment_id=segment_id)
+        except RulesInvalid as exc:
+            return json_response(exc.as_json(), status=400)
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) != QUERY_CANCELED:
+                raise
+            seconds = max(PREVIEW_TIMEOUT_MS // 1000, 1)
+            message = ngettext(
+                "Counting took longer than %(seconds)d second; the segment can still be saved.",
+                "Counting took longer than %(seconds)d seconds; the segment can still be saved.",
+                seconds,
+            )
+            return json_response({"message": message % {"seconds": seconds}}, status=504)
+        sample = [
+            {
+                "id": contact.pk,
+                "name": str(contact),
+                "email": contact.email,
+                "phone": display_phone(contact.phone),
+                "url": reverse("admin:crm_contact_change", args=[contact.pk]),
+            }
+            for contact in preview.sample
+        ]
+        return json_response({"count": preview.count, "sample": sample})
 
     def export_view(self, request, segment_id: int, fmt: str):
         segment = self._segment(request, segment_id)
@@ -349,9 +451,13 @@ class SegmentAdmin(LoopModelAdmin):
         return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
 
     def members_context(self, segment: Segment) -> dict[str, Any]:
-        """The member count (counted now and remembered), a sample, and the daily sizes, for the segment page."""
+        """The member count, a sample, and the daily sizes, for the segment page.
+
+        The count is the remembered one (``last_count``: set by the "Count the members now" action and by
+        the first visit after the rules changed), so opening the page never counts a million contacts again.
+        """
         try:
-            count = segment_count(segment=segment)
+            count = segment.last_count if segment.last_count is not None else segment_count(segment=segment)
             sample = [
                 {"contact": contact, "phone": display_phone(contact.phone)}
                 for contact in segment.contacts().only("pk", "name", "email", "phone", "last_seen_at")[:SAMPLE_SIZE]
@@ -365,6 +471,7 @@ class SegmentAdmin(LoopModelAdmin):
         )
         return {
             "member_count": count,
+            "counted_at": segment.last_counted_at,
             "members_error": members_error,
             "sample": sample,
             "sample_size": SAMPLE_SIZE,
@@ -374,6 +481,45 @@ class SegmentAdmin(LoopModelAdmin):
             "export_csv_url": reverse("admin:crm_segment_export", args=[segment.pk, "csv"]),
             "export_xlsx_url": reverse("admin:crm_segment_export", args=[segment.pk, "xlsx"]),
         }
+
+
+#: PostgreSQL's SQLSTATE for a statement cancelled by ``statement_timeout``.
+QUERY_CANCELED = "57014"
+
+
+def preview_with_timeout(*, rules: dict, segment_id: int | None):
+    """``segment_rules_preview`` in a transaction whose statements PostgreSQL stops after ``PREVIEW_TIMEOUT_MS``."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL statement_timeout = %s", [PREVIEW_TIMEOUT_MS])
+        return segment_rules_preview(rules=rules, segment_id=segment_id, sample_size=PREVIEW_SAMPLE_SIZE)
+
+
+def parse_preview_request(body: bytes) -> tuple[dict, int | None] | JsonResponse:
+    """The rules (empty: every contact) and the id of the segment being edited, or a 400 for a malformed body."""
+    try:
+        payload = json.loads(body or b"null")
+    except (ValueError, UnicodeDecodeError):
+        payload = None
+    if not isinstance(payload, dict):
+        return preview_error("", "json", gettext('Send a JSON object: {"rules": {...}, "segment": null}.'))
+    segment_id = payload.get("segment")
+    if segment_id == "":
+        segment_id = None
+    if segment_id is not None and (not isinstance(segment_id, int) or isinstance(segment_id, bool)):
+        return preview_error("segment", "type", gettext("A segment is given by its number (ID)."))
+    rules = payload.get("rules")
+    return (EMPTY_RULES if rules in (None, {}) else rules), segment_id
+
+
+def json_response(data: dict, *, status: int = 200) -> JsonResponse:
+    return JsonResponse(data, status=status, json_dumps_params={"ensure_ascii": False})
+
+
+def preview_error(path: str, code: str, message: str) -> JsonResponse:
+    """A 400 shaped like ``RulesInvalid.as_json()``, for a request the validator never saw."""
+    return json_response({"errors": [{"path": path, "code": code, "message": message}]}, status=400)
 
 
 def members_export_response(segment: Segment, fmt: str):

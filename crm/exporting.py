@@ -101,7 +101,11 @@ def display_phone(value: str) -> str:
 
 
 def contact_rows(queryset: QuerySet, *, keys: list[str] | None = None) -> Iterator[list[Any]]:
-    """The header, then one row per contact with typed values (numbers, booleans, naive local datetimes, text)."""
+    """The header, then one row per contact with typed values (numbers, booleans, naive local datetimes, text).
+
+    Erased contacts are never exported, whatever the selection.
+    """
+    queryset = queryset.filter(erased_at__isnull=True)
     keys = attribute_keys(queryset) if keys is None else keys
     yield _contact_headers(keys)
     purposes = ConsentPurpose.values
@@ -139,7 +143,8 @@ def contact_rows(queryset: QuerySet, *, keys: list[str] | None = None) -> Iterat
 
 
 def event_rows(queryset: QuerySet) -> Iterator[list[Any]]:
-    """The header, then one row per event (oldest first by id)."""
+    """The header, then one row per event (oldest first by id); events of erased contacts are left out."""
+    queryset = queryset.filter(contact__erased_at__isnull=True)
     yield [
         str(_("Occurred at")),
         str(_("Event")),

@@ -157,6 +157,7 @@ class Contact(models.Model):
         verbose_name = _("contact")
         verbose_name_plural = _("contacts")
         ordering = ["-id"]
+        permissions = [("erase_contact", _("Can erase a contact's personal data"))]
         indexes = [
             models.Index(fields=["last_seen_at"], name="crm_contact_last_seen"),
             models.Index(fields=["last_order_at"], name="crm_contact_last_order"),
@@ -278,6 +279,8 @@ class Event(models.Model):
         ]
         indexes = [
             models.Index(fields=["contact", "-occurred_at", "-id"], name="crm_event_contact_timeline"),
+            # The admin's event list: newest first, LIMIT 50, read from the end of this index.
+            models.Index(fields=["-occurred_at", "-id"], name="crm_event_time"),
             # Segments ask "who did NAME between t1 and t2": a range scan that also yields the contact (index-only).
             models.Index(fields=["name", "occurred_at", "contact"], name="crm_event_name_time_contact"),
             models.Index(fields=["contact", "name", "occurred_at"], name="crm_event_contact_name_time"),
@@ -367,10 +370,13 @@ class Coupon(models.Model):
     class Meta:
         verbose_name = _("coupon")
         verbose_name_plural = _("coupons")
-        ordering = ["-issued_at"]
+        ordering = ["-issued_at", "-id"]
         constraints = [models.UniqueConstraint(fields=["contact", "code"], name="crm_coupon_unique_code_per_contact")]
         indexes = [
-            models.Index(fields=["expires_at"], condition=Q(redeemed_at__isnull=True), name="crm_coupon_unused_expiry")
+            # The admin's coupon list (newest first) and its search by code.
+            models.Index(fields=["-issued_at", "-id"], name="crm_coupon_issued"),
+            models.Index(fields=["code"], name="crm_coupon_code"),
+            models.Index(fields=["expires_at"], condition=Q(redeemed_at__isnull=True), name="crm_coupon_unused_expiry"),
         ]
 
     def __str__(self) -> str:
@@ -392,9 +398,14 @@ class Order(models.Model):
     class Meta:
         verbose_name = _("order")
         verbose_name_plural = _("orders")
-        ordering = ["-placed_at"]
+        ordering = ["-placed_at", "-id"]
         constraints = [models.UniqueConstraint(fields=["contact", "order_id"], name="crm_order_unique_per_contact")]
-        indexes = [models.Index(fields=["contact", "-placed_at"], name="crm_order_contact_time")]
+        indexes = [
+            models.Index(fields=["contact", "-placed_at"], name="crm_order_contact_time"),
+            # The admin's order list (newest first) and its search by order ID.
+            models.Index(fields=["-placed_at", "-id"], name="crm_order_placed"),
+            models.Index(fields=["order_id"], name="crm_order_order_id"),
+        ]
 
     def __str__(self) -> str:
         return self.order_id
@@ -564,3 +575,100 @@ class SegmentSize(models.Model):
 
     def __str__(self) -> str:
         return f"{self.segment} {self.day}: {self.count}"
+
+
+class AuditEntryQuerySet(models.QuerySet):
+    """The audit trail is append-only: a queryset refuses to update or delete its rows."""
+
+    def update(self, **kwargs):
+        raise PermissionError("audit entries are immutable")
+
+    def delete(self):
+        raise PermissionError("audit entries are immutable")
+
+    _raw_delete = delete
+
+
+class AuditEntry(models.Model):
+    """Who did what to which object and when, with the changed fields (append-only; see ``crm.audit``)."""
+
+    class Action(models.TextChoices):
+        CREATED = "created", _("created")
+        CHANGED = "changed", _("changed")
+        DELETED = "deleted", _("deleted")
+        LAUNCHED = "launched", _("launched")
+        SCHEDULED = "scheduled", _("scheduled")
+        PAUSED = "paused", _("paused")
+        RESUMED = "resumed", _("resumed")
+        CANCELLED = "cancelled", _("cancelled")
+        APPROVAL_REQUESTED = "approval_requested", _("approval requested")
+        APPROVED = "approved", _("approved")
+        REJECTED = "rejected", _("rejected")
+        REVOKED = "revoked", _("revoked")
+        ERASED = "erased", _("personal data erased")
+        OTHER = "other", _("other")
+
+    at = models.DateTimeField(_("at"), default=timezone.now, editable=False, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+    actor_repr = models.CharField(
+        _("by (name)"), max_length=150, blank=True, editable=False, help_text=_("Kept if the user is deleted.")
+    )
+    via = models.CharField(
+        _("via"), max_length=20, blank=True, editable=False, help_text=_("admin, api, task or shell.")
+    )
+    ip_address = models.GenericIPAddressField(_("IP address"), null=True, blank=True, editable=False)
+    action = models.CharField(_("action"), max_length=30, choices=Action.choices, editable=False)
+    object_type = models.CharField(_("object type"), max_length=100, editable=False, db_index=True)
+    object_id = models.CharField(_("object ID"), max_length=64, editable=False)
+    object_repr = models.CharField(_("object"), max_length=200, editable=False)
+    changes = models.JSONField(
+        _("changes"), default=dict, blank=True, editable=False, help_text=_("Field: [before, after].")
+    )
+
+    objects = AuditEntryQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("audit entry")
+        verbose_name_plural = _("audit trail")
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["object_type", "object_id", "-at"], name="crm_audit_object")]
+
+    def __str__(self) -> str:
+        return f"{self.actor_repr or '-'} {self.get_action_display()} {self.object_repr}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise PermissionError("audit entries are immutable")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("audit entries are immutable")
+
+
+class UserPreference(models.Model):
+    """A person's own settings in the admin: the language the admin speaks to them, whatever browser they use."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="loop_preference", verbose_name=_("user")
+    )
+    language = models.CharField(
+        _("language"),
+        max_length=10,
+        choices=settings.LANGUAGES,
+        help_text=_("Chosen with the language switch at the top of every admin page."),
+    )
+
+    class Meta:
+        verbose_name = _("user preference")
+        verbose_name_plural = _("user preferences")
+
+    def __str__(self) -> str:
+        return f"{self.user}: {self.language}"

@@ -24,6 +24,7 @@ from campaigns.channels.base import (
     Message,
     SendResult,
 )
+from campaigns.channels.team import SLACK, WEBHOOK
 
 __all__ = [
     "Capabilities",
@@ -57,8 +58,9 @@ def channel(name: str) -> ChannelKind:
 
 
 def channel_choices() -> list[tuple[str, object]]:
-    """Choices for model fields (a callable, so new channels need no migration)."""
-    return [(kind.name, kind.label) for kind in _CHANNELS.values()]
+    """Choices for model fields (a callable, so new channels need no migration): the channels that reach
+    contacts. Team channels (Slack, webhooks) are used through ``campaigns.services.notifications``."""
+    return [(kind.name, kind.label) for kind in _CHANNELS.values() if kind.address]
 
 
 def register_backend(cls: type[ChannelBackend]) -> type[ChannelBackend]:
@@ -91,7 +93,15 @@ def backend_for(channel_name: str, *, test: bool = False) -> ChannelBackend:
     return cls()
 
 
-for _kind in (EMAIL, SMS, KAKAO, PUSH):
+for _kind in (EMAIL, SMS, KAKAO, PUSH, SLACK, WEBHOOK):
     register_channel(_kind)
 
-from campaigns.channels import outbox  # noqa: E402, F401  (registers the outbox backend)
+from campaigns.channels import (  # noqa: E402, F401  (register the backends)
+    email,
+    kakao,
+    outbox,
+    push,
+    slack,
+    sms,
+    webhook,
+)

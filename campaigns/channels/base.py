@@ -74,6 +74,8 @@ class SendResult:
     #: For a failure: True when trying again later may succeed (rate limit, timeout, 5xx); False for a permanent
     #: failure (invalid number, rejected content), which is recorded and never retried.
     transient: bool = False
+    #: For a transient failure: seconds the provider asked us to wait (``Retry-After``); the retry is not due sooner.
+    retry_after: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

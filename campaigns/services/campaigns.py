@@ -20,6 +20,8 @@ from campaigns.models import Campaign, CampaignChange, Run, Send, SkipReason, Va
 from campaigns.personalization import template_errors
 from campaigns.services import schedules
 from campaigns.services.runs import run_create
+from crm.audit import audit_record
+from crm.audit import diff as audit_diff
 
 #: Fields whose changes are logged.
 TRACKED_FIELDS = [
@@ -47,9 +49,18 @@ def campaign_diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, li
     return {key: [before.get(key), value] for key, value in after.items() if before.get(key) != value}
 
 
-def campaign_record_change(*, campaign: Campaign, user=None, action: str, diff: dict | None = None) -> CampaignChange:
+def campaign_record_change(
+    *, campaign: Campaign, user=None, action: str, diff: dict | None = None, now: datetime | None = None
+) -> CampaignChange:
+    """The campaign's own change log (shown on its page; ``now``: when, default now) and the audit trail (kept after
+    the campaign is deleted, recorded when it happens)."""
+    audit_record(action=action, instance=campaign, changes=diff or {}, user=user if getattr(user, "pk", None) else None)
     return CampaignChange.objects.create(
-        campaign=campaign, changed_by=user if getattr(user, "pk", None) else None, action=action, diff=diff or {}
+        campaign=campaign,
+        changed_by=user if getattr(user, "pk", None) else None,
+        changed_at=now or timezone.now(),
+        action=action,
+        diff=diff or {},
     )
 
 
@@ -91,16 +102,21 @@ def campaign_problems(*, campaign: Campaign, now: datetime | None = None) -> lis
         problems.append(_("An automatic winner needs at least two variants."))
     if campaign.auto_winner and not campaign.goal_event:
         problems.append(_("An automatic winner needs a goal event."))
+    from campaigns.content_rules import campaign_content_errors
+
+    problems.extend(campaign_content_errors(campaign))
     return problems
 
 
-def _set_status(campaign: Campaign, status: str, *, user, action: str, extra: dict | None = None) -> Campaign:
+def _set_status(
+    campaign: Campaign, status: str, *, user, action: str, extra: dict | None = None, now: datetime | None = None
+) -> Campaign:
     before = campaign.status
     campaign.status = status
     Campaign.objects.filter(pk=campaign.pk).update(status=status)
     schedules.campaign_schedule_sync(campaign=campaign)
     campaign_record_change(
-        campaign=campaign, user=user, action=action, diff={"status": [before, status], **(extra or {})}
+        campaign=campaign, user=user, action=action, diff={"status": [before, status], **(extra or {})}, now=now
     )
     return campaign
 
@@ -123,8 +139,8 @@ def campaign_schedule(*, campaign: Campaign, user=None, now: datetime | None = N
     if problems:
         raise ValidationError(problems)
     if campaign.kind == Campaign.Kind.TRIGGERED:
-        return _set_status(campaign, Campaign.Status.RUNNING, user=user, action="activated")
-    _set_status(campaign, Campaign.Status.SCHEDULED, user=user, action="scheduled")
+        return _set_status(campaign, Campaign.Status.RUNNING, user=user, action="activated", now=now)
+    _set_status(campaign, Campaign.Status.SCHEDULED, user=user, action="scheduled", now=now)
     if campaign.schedule == Campaign.Schedule.NOW:
         _start_now(campaign, now=now)
     return campaign
@@ -215,18 +231,25 @@ def campaign_rerandomize(*, campaign: Campaign, user=None) -> Campaign:
 
 
 @transaction.atomic
-def campaign_save(*, campaign: Campaign, user=None, before: dict[str, Any] | None = None) -> Campaign:
-    """Save the campaign's edited fields, log what changed, and bring its PeriodicTask in line."""
+def campaign_save(
+    *, campaign: Campaign, user=None, before: dict[str, Any] | None = None, now: datetime | None = None
+) -> Campaign:
+    """Save the campaign's edited fields, log what changed, and bring its PeriodicTask in line. ``now`` is when
+    (default: now): a new campaign's creation time and the change log's time."""
+    now = now or timezone.now()
     created = campaign.pk is None
     if created:
         campaign.created_by = user if getattr(user, "pk", None) else None
+        campaign.created_at = now
     if campaign.schedule == Campaign.Schedule.RECURRING:
         schedules.parse_cron(campaign)
     campaign.save()
     after = campaign_snapshot(campaign)
     diff = after if created else campaign_diff(before or {}, after)
     if created or diff:
-        campaign_record_change(campaign=campaign, user=user, action="created" if created else "changed", diff=diff)
+        campaign_record_change(
+            campaign=campaign, user=user, action="created" if created else "changed", diff=diff, now=now
+        )
     schedules.campaign_schedule_sync(campaign=campaign)
     return campaign
 
@@ -235,5 +258,6 @@ def campaign_save(*, campaign: Campaign, user=None, before: dict[str, Any] | Non
 def campaign_delete(*, campaign: Campaign) -> None:
     """Delete a campaign with its runs, sends and its PeriodicTask/CrontabSchedule."""
     campaign_id = campaign.pk
+    audit_record(action="deleted", instance=campaign, changes=audit_diff(campaign_snapshot(campaign), {}))
     campaign.delete()
     schedules.campaign_schedule_remove(campaign_id=campaign_id)

@@ -11,13 +11,18 @@ from django.utils import timezone
 from campaigns.models import Campaign, Run, Send
 from campaigns.selectors import variant_goal_metrics
 from campaigns.services.sending import sends_enqueue
+from campaigns.stats import two_proportion_test
 
 log = structlog.get_logger(__name__)
 
 
 def run_decide_winner(*, run_id: int, now: datetime | None = None) -> Run:
     """Pick the winner of a run's test (highest metric; ties go to the earlier variant), then release the waiting
-    sends with that variant, due now plus the variant's delay. Idempotent: a decided run is left alone."""
+    sends with that variant, due now plus the variant's delay. Idempotent: a decided run is left alone.
+
+    The explanation keeps every variant's figures and the winner's two-proportion test against the runner-up
+    (``significance``): the winner is always sent (waiting longer would delay the rest), but the report says in
+    words when the difference was too small to decide or not significant (``campaigns.ab_report.winner_in_words``)."""
     now = now or timezone.now()
     with transaction.atomic():
         run = Run.objects.select_for_update().select_related("campaign").get(pk=run_id)
@@ -46,6 +51,7 @@ def run_decide_winner(*, run_id: int, now: datetime | None = None) -> Run:
                 for v in variants
             },
             "winner": best.name,
+            "significance": _significance(best, variants, metrics),
         }
         run.save(update_fields=["winner_variant", "winner_decided_at", "winner_explanation"])
         due = now + timedelta(minutes=best.send_delay_minutes)
@@ -56,6 +62,17 @@ def run_decide_winner(*, run_id: int, now: datetime | None = None) -> Run:
             sends_enqueue(send_ids=ids, now=now)
     log.info("winner_decided", run=run.pk, winner=best.name, released=len(ids))
     return run
+
+
+def _significance(best, variants, metrics) -> dict | None:
+    """The winner's conversion rate against the runner-up's (two-proportion test, ``campaigns.stats``)."""
+    others = [v for v in variants if v.pk != best.pk]
+    if not others:
+        return None
+    runner_up = max(others, key=lambda v: (metrics[v.pk]["conversion_rate"], -variants.index(v)))
+    win, other = metrics[best.pk], metrics[runner_up.pk]
+    result = two_proportion_test(win["conversions"], win["sent"], other["conversions"], other["sent"])
+    return {"runner_up": runner_up.name, "z": result.z, "p_value": result.p_value, "verdict": result.verdict}
 
 
 def runs_decide_due_winners(*, now: datetime | None = None) -> int:

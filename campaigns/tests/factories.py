@@ -5,7 +5,7 @@ from __future__ import annotations
 import factory
 from django.utils import timezone
 
-from campaigns.models import Campaign, Send, Suppression, Variant
+from campaigns.models import Campaign, KakaoTemplate, Send, SenderProfile, Suppression, Variant
 from crm.models import Segment
 
 ALL_CONTACTS = {"version": 1, "root": {"type": "group", "op": "and", "children": []}}
@@ -77,3 +77,30 @@ class SuppressionFactory(factory.django.DjangoModelFactory):
     contact = factory.SubFactory("crm.tests.factories.ContactFactory")
     channel = "email"
     reason = Suppression.Reason.BOUNCED
+
+
+class SenderProfileFactory(factory.django.DjangoModelFactory):
+    """The default SMS caller number unless told otherwise (``kind="kakao"`` gives a channel with a pfId)."""
+
+    class Meta:
+        model = SenderProfile
+        django_get_or_create = ("kind", "value")
+
+    kind = SenderProfile.Kind.SMS
+    label = factory.Sequence(lambda n: f"발신 {n}")
+    value = factory.Sequence(lambda n: f"+8215{88_0000 + n:06d}"[:12])
+    sender_key = factory.LazyAttribute(lambda o: "KA01PF2411240000000000000000000" if o.kind == "kakao" else "")
+    is_default = True
+
+
+class KakaoTemplateFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = KakaoTemplate
+
+    sender_profile = factory.SubFactory(SenderProfileFactory, kind="kakao", value="@loopshop")
+    code = factory.Sequence(lambda n: f"KA01TP{n:06d}")
+    name = "배송 출발"
+    text = "#{고객명}님, 주문하신 상품이 출발했어요. 쿠폰 #{쿠폰 코드}도 확인하세요."
+    buttons = factory.LazyFunction(
+        lambda: [{"type": "WL", "name": "배송 조회", "url_mobile": "https://shop.example/track"}]
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.urls import reverse
 from django_celery_beat.models import PeriodicTask
@@ -139,6 +141,7 @@ def test_preview_renders_for_a_chosen_contact(admin_client):
     assert response.status_code == 200
     assert "(광고)" in body
     assert "최수아님, 주말 한정 할인이 4시간 뒤 종료돼요!" in body
+    assert "LMS · " in body  # the advertising notice makes it longer than 90 bytes
     assert not Send.objects.exists()
     missing = admin_client.get(url, {"contact": "nobody@example.com", "variant": campaign.variants.get().pk})
     assert missing.status_code == 200
@@ -161,6 +164,13 @@ def test_test_send_goes_to_the_outbox(admin_client):
     assert outbox.status_code == 200
 
 
+def report_row(page: str, kind: str, key: str) -> list[str]:
+    """The cells of the run report's row ``data-<kind>="<key>"`` (its header first)."""
+    row = re.search(rf'<tr data-{kind}="{re.escape(key)}">(.*?)</tr>', page, re.S)
+    assert row, f"no report row {kind}={key}"
+    return [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<t[hd][^>]*>.*?</t[hd]>", row[1], re.S)]
+
+
 def test_runs_show_per_variant_counts_and_skip_reasons(admin_client, django_capture_on_commit_callbacks):
     from crm.tests.factories import ConsentFactory
 
@@ -173,7 +183,14 @@ def test_runs_show_per_variant_counts_and_skip_reasons(admin_client, django_capt
     run = campaign.runs.get()
 
     page = admin_client.get(reverse("admin:campaigns_run_change", args=[run.pk])).content.decode()
-    assert "<th>A</th><td>0</td><td>0</td><td>0</td><td>0</td><td>4</td><td>0</td><td>1</td>" in page
+    # Variant A: audience 5, sent 4, skipped 1 (no email consent), none in progress or failed; no goal event, so
+    # no conversion columns; nothing delivered, opened or clicked yet; A is the control.
+    assert report_row(page, "variant", "A") == ["A", "5", "4", "1", "0", "0"] + ["0 (0.0%)"] * 3 + [
+        "0.0% – 49.0%",  # Wilson for 0 of 4 clicks: high = 2·(z²/8)/(1 + z²/4) = 0.9604/1.9604 = 0.4899
+        "-",
+        "대조군",
+    ]
+    assert report_row(page, "reason", "no_consent") == ["채널 수신 동의 없음", "1", "1"]
     for url in [
         reverse("admin:campaigns_run_changelist"),
         reverse("admin:campaigns_send_changelist"),

@@ -255,7 +255,7 @@ def test_capped_paginator_counts_at_most_cap_rows(django_assert_num_queries):
     from django.contrib.auth.models import Group
 
     Group.objects.bulk_create([Group(name=f"g{i}") for i in range(12)])
-    queryset = Group.objects.order_by("name")
+    queryset = Group.objects.filter(name__startswith="g").order_by("name")  # not the role groups
 
     paginator = CappedCountPaginator(queryset, 5, cap=10)
     with django_assert_num_queries(1) as captured:

@@ -374,7 +374,7 @@ def http_status(url: str) -> int | None:
 
 def test_make_run_serves_and_ctrl_c_stops_everything(runtime):
     port = free_port()
-    env = runtime.env(LOOP_WEB_PORT=str(port), CELERY_BROKER_URL="filesystem://", LOOP_STOP_TIMEOUT="20")
+    env = runtime.env(LOOP_WEB_PORT=str(port), CELERY_BROKER_URL="filesystem://", LOOP_STOP_TIMEOUT="45")
     runner = runtime.start("devrun", [sys.executable, "-m", "config.devrun", "Procfile.dev"], env=env, cwd=BASE_DIR)
 
     healthz = f"http://127.0.0.1:{port}/healthz"
@@ -388,7 +388,7 @@ def test_make_run_serves_and_ctrl_c_stops_everything(runtime):
         assert any(role in child.cmdline for child in children), f"no {role} under the runner: {commands}"
 
     started = time.monotonic()
-    (returncode,) = runtime.stop(runner, sig=signal.SIGINT)  # what Ctrl-C sends
+    (returncode,) = runtime.stop(runner, sig=signal.SIGINT, timeout=60)  # what Ctrl-C sends
     stopped_in = time.monotonic() - started
 
     assert returncode == 0, f"the runner exited with {returncode} after Ctrl-C:{runtime.report()}"

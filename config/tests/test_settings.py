@@ -209,3 +209,86 @@ def test_the_test_process_runs_on_the_workspace_time_and_language():
     assert test_settings.TIME_ZONE == "Asia/Seoul"
     assert test_settings.USE_TZ is True
     assert test_settings.LANGUAGE_CODE == "ko"
+
+
+EMAIL_DUMP = """
+import json, django
+django.setup()
+from django.conf import settings as s
+print(json.dumps({
+    "EMAIL_BACKEND": s.EMAIL_BACKEND, "ANYMAIL": s.ANYMAIL, "DEFAULT_FROM_EMAIL": s.DEFAULT_FROM_EMAIL,
+    "LOOP_PUBLIC_URL": s.LOOP_PUBLIC_URL, "LOOP_UNSUBSCRIBE_MAILTO": s.LOOP_UNSUBSCRIBE_MAILTO,
+    "EMAIL_HOST": s.EMAIL_HOST, "EMAIL_PORT": s.EMAIL_PORT, "EMAIL_USE_TLS": s.EMAIL_USE_TLS,
+}))
+"""
+
+
+def test_email_is_configured_from_the_environment(tmp_path):
+    """Every ANYMAIL_<NAME> variable configures anymail (any ESP, the webhook secret); SMTP uses Django's names."""
+    result = load_settings(
+        tmp_path,
+        EMAIL_DUMP,
+        EMAIL_BACKEND="anymail.backends.mailgun.EmailBackend",
+        ANYMAIL_MAILGUN_API_KEY="key-123",
+        ANYMAIL_MAILGUN_SENDER_DOMAIN="mg.shop.example",
+        ANYMAIL_WEBHOOK_SECRET="hooks:secret",
+        ANYMAIL_IGNORE_UNSUPPORTED_FEATURES="true",
+        DEFAULT_FROM_EMAIL="Loop Shop <news@shop.example>",
+        PUBLIC_URL="https://crm.shop.example/",
+        UNSUBSCRIBE_MAILTO="unsubscribe@shop.example",
+        EMAIL_HOST="smtp.shop.example",
+        EMAIL_PORT="587",
+        EMAIL_USE_TLS="1",
+    )
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout.strip().splitlines()[-1])
+
+    assert values["ANYMAIL"] == {
+        "MAILGUN_API_KEY": "key-123",
+        "MAILGUN_SENDER_DOMAIN": "mg.shop.example",
+        "WEBHOOK_SECRET": "hooks:secret",
+        "IGNORE_UNSUPPORTED_FEATURES": True,
+    }
+    assert values["EMAIL_BACKEND"] == "anymail.backends.mailgun.EmailBackend"
+    assert values["LOOP_PUBLIC_URL"] == "https://crm.shop.example"
+    assert values["LOOP_UNSUBSCRIBE_MAILTO"] == "unsubscribe@shop.example"
+    assert (values["EMAIL_HOST"], values["EMAIL_PORT"], values["EMAIL_USE_TLS"]) == ("smtp.shop.example", 587, True)
+
+
+def test_links_in_messages_need_a_public_url_in_production(tmp_path):
+    result = load_settings(tmp_path, EMAIL_DUMP, **PRODUCTION)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["LOOP_PUBLIC_URL"] == ""
+
+
+def test_production_email_needs_a_public_url(tmp_path):
+    result = load_settings(tmp_path, **PRODUCTION, CHANNEL_BACKENDS="email=anymail")
+    assert "PUBLIC_URL must be set" in refusal(result)
+
+    result = load_settings(
+        tmp_path, **PRODUCTION, CHANNEL_BACKENDS="email=anymail", PUBLIC_URL="https://crm.shop.example"
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_tasks_can_be_routed_to_queues(tmp_path):
+    code = (
+        "import django, json; django.setup(); from django.conf import settings as s; "
+        "from config.celery import app; "
+        "print(json.dumps([s.CELERY_TASK_ROUTES, app.amqp.router.route({}, 'crm.events_process')['queue'].name, "
+        "app.amqp.router.route({}, 'campaigns.send_chunk')['queue'].name, "
+        "app.amqp.router.route({}, 'journeys.tick')['queue'].name]))"
+    )
+    result = load_settings(tmp_path, code, CELERY_TASK_ROUTES="crm.events_*=events, campaigns.send_chunk=sends")
+    assert result.returncode == 0, result.stderr
+    routes, events, sends, default = json.loads(result.stdout.strip().splitlines()[-1])
+    assert routes == {"crm.events_*": {"queue": "events"}, "campaigns.send_chunk": {"queue": "sends"}}
+    assert (events, sends, default) == ("events", "sends", "celery")
+
+    result = load_settings(tmp_path, code)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [{}, "celery", "celery", "celery"]
+
+    result = load_settings(tmp_path, SETUP, CELERY_TASK_ROUTES="crm.events_*=")
+    assert result.returncode != 0
+    assert "CELERY_TASK_ROUTES must be task-name-pattern=queue pairs" in result.stderr

@@ -10,6 +10,7 @@ from django.utils.translation import gettext_lazy as _
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
+from crm.audit import audit_set_api_key
 from crm.models import ApiKey
 from crm.services.apikeys import api_key_authenticate
 
@@ -46,6 +47,7 @@ class WriteKeyAuthentication(authentication.BaseAuthentication):
         key = api_key_authenticate(raw.strip())
         if key is None:
             raise exceptions.AuthenticationFailed(_("Invalid or revoked API key."))
+        audit_set_api_key(key.prefix)
         return ApiKeyPrincipal(key), key
 
     @staticmethod

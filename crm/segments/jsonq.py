@@ -258,9 +258,16 @@ class _Postgres(_Dialect):
         return Decimal(str(value))
 
 
+def _sqlite_path(keys: tuple[str, ...]) -> str:
+    """A JSON path for SQLite's json_extract/json_type. Keys are written as Django's JSONField stores them on SQLite
+    (``json.dumps``: non-ASCII as ``\\uXXXX`` escapes): SQLite before 3.45 compares a path's label with the stored key's
+    text as written, so ``$."등급"`` would never find the stored ``"\\ub4f1\\uae09"``; newer versions accept both."""
+    return "$" + "".join("." + json.dumps(key) for key in keys)
+
+
 class _Sqlite(_Dialect):
     def access(self, doc: _Sql, path: tuple[str, ...], *, item: bool = False) -> _Access:
-        json_path = "$" + "".join("." + json.dumps(key, ensure_ascii=False) for key in path)
+        json_path = _sqlite_path(path)
         if item and not path:  # an item of json_each: its own columns
             return _Access(t=_Sql("_item.type"), s=_Sql("_item.atom"))
         if item:  # a key inside an item: only objects have keys (a text item is not JSON text)
@@ -277,7 +284,7 @@ class _Sqlite(_Dialect):
         return f"{t} = 'text'"
 
     def any_item(self, doc: _Sql, list_path: tuple[str, ...], rest: tuple[str, ...], test: JsonTest) -> _Sql:
-        json_path = "$" + "".join("." + json.dumps(key, ensure_ascii=False) for key in list_path)
+        json_path = _sqlite_path(list_path)
         inner = self.predicate(self.access(doc, rest, item=True), test)
         return _render(
             "json_type({d}, %s) = 'array' AND EXISTS (SELECT 1 FROM json_each({d}, %s) AS _item WHERE {p})",

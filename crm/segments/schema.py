@@ -495,7 +495,7 @@ class _Validator:
         self.predicate(node, path, json_spec(value_type))
 
     def kind_event(self, node: dict, path: str, *, depth: int) -> None:
-        if node["op"] not in EVENT_OPS:
+        if not _choice(node["op"], EVENT_OPS):
             self.error(_join(path, "op"), "choice", gettext("Use “did” or “did_not”."))
         name = node.get("name")
         if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 200):
@@ -558,7 +558,7 @@ class _Validator:
             if key not in ("op", "value"):
                 self.error(_join(path, key), "unknown_key", gettext("Unknown key “%(key)s”.") % {"key": key})
         op = count.get("op")
-        if op not in COUNT_OPS:
+        if not _choice(op, COUNT_OPS):
             self.error(_join(path, "op"), "choice", gettext("Use “at_least”, “at_most” or “exactly”."))
             return
         value = count.get("value")
@@ -591,7 +591,7 @@ class _Validator:
         self.predicate(when, path, FieldSpec("when", DATETIME, _("time")), ops=TIME_OPS)
 
     def kind_coupon(self, node: dict, path: str, *, depth: int) -> None:
-        if node["state"] not in COUPON_STATES:
+        if not _choice(node["state"], COUPON_STATES):
             self.error(
                 _join(path, "state"),
                 "choice",
@@ -625,7 +625,7 @@ class _Validator:
                     self.predicate(item, item_path, spec)
 
     def kind_reachable(self, node: dict, path: str, *, depth: int) -> None:
-        if node["channel"] not in CHANNELS:
+        if not _choice(node["channel"], CHANNELS):
             self.error(
                 _join(path, "channel"),
                 "choice",
@@ -633,13 +633,13 @@ class _Validator:
             )
 
     def kind_consent(self, node: dict, path: str, *, depth: int) -> None:
-        if node["purpose"] not in ConsentPurpose.values:
+        if not _choice(node["purpose"], ConsentPurpose.values):
             self.error(
                 _join(path, "purpose"),
                 "choice",
                 gettext("Use one of: %(purposes)s.") % {"purposes": ", ".join(ConsentPurpose.values)},
             )
-        if node.get("state", "granted") not in CONSENT_STATES:
+        if not _choice(node.get("state", "granted"), CONSENT_STATES):
             self.error(
                 _join(path, "state"),
                 "choice",
@@ -882,6 +882,11 @@ def parse_property_path(path: Any) -> tuple[tuple[str, ...], int | None] | None:
             step = step[:-2]
         keys.append(step)
     return tuple(keys), array_at
+
+
+def _choice(value: Any, choices: Iterable[str]) -> bool:
+    """``value`` is one of the string ``choices`` (a list or an object is not: and is not hashable either)."""
+    return isinstance(value, str) and value in choices
 
 
 def _has_control(text: str) -> bool:

@@ -19,6 +19,7 @@ from crm.models import (
     Order,
     WishlistItem,
 )
+from crm.signals import contacts_merging
 
 PROFILE_FIELDS = ("email", "phone", "name", "locale", "time_zone")
 CART_FIELDS = ("items", "value", "currency", "updated_at", "checkout_started_at")
@@ -76,6 +77,7 @@ def contact_merge(*, from_contact_id: int, into_contact_id: int) -> Contact:
             )
     target.tags.add(*source.tags.all())
     target.lists.add(*source.lists.all())
+    contacts_merging.send(sender=Contact, from_contact_id=source.pk, into_contact_id=target.pk)
     source.delete()
 
     from crm.services.commerce import order_history_refresh
@@ -98,12 +100,27 @@ def contact_find(*, external_id: str | None = None, email: str | None = None, ph
 
 
 @transaction.atomic
+@transaction.atomic
 def contact_erase(*, contact: Contact, actor: str) -> Contact:
-    """Erase a contact's personal data on request: profile, attributes, event properties, devices, aliases.
+    """Erase a contact's personal data on request, everywhere: profile, attributes, event properties, devices,
+    aliases, and, through ``crm.signals.contact_erased``, what other apps hold (messages, journeys).
 
-    The row stays (anonymized) so that counts and reports remain consistent; nothing can identify the person.
+    The row stays (anonymized) so that counts and reports remain consistent; nothing can identify the person. One
+    transaction: either everything is erased or nothing. The audit trail records who erased which contact id and
+    when, with no personal data.
     """
+    from crm.audit import audit_record
+    from crm.models import AuditEntry
+    from crm.signals import contact_erased
+
     now = timezone.now()
+    contact = Contact.objects.select_for_update().get(pk=contact.pk)
+    identifiers = [
+        value
+        for value in (contact.email, contact.phone, contact.name, contact.external_id)
+        if value and len(str(value)) >= 3
+    ]
+    identifiers += list(ContactAlias.objects.filter(contact=contact).values_list("anonymous_id", flat=True))
     contact.external_id = None
     for attr in PROFILE_FIELDS:
         setattr(contact, attr, "")
@@ -119,6 +136,14 @@ def contact_erase(*, contact: Contact, actor: str) -> Contact:
     Consent.objects.filter(contact=contact).update(granted=False, changed_at=now, source=f"erasure:{actor}"[:100])
     contact.tags.clear()
     contact.lists.clear()
+    contact_erased.send(sender=Contact, contact_id=contact.pk, identifiers=identifiers)
+    audit_record(
+        action=AuditEntry.Action.ERASED,
+        object_type=Contact._meta.label_lower,
+        object_id=contact.pk,
+        object_repr=f"#{contact.pk}",
+        changes={"erased_at": now, "requested_via": actor},
+    )
     return contact
 
 

@@ -208,3 +208,15 @@ class OrderFactory(factory.django.DjangoModelFactory):
         lambda: [{"product_id": "P3001", "name": "캔버스 토트백", "quantity": 1, "price": 39000, "category": "가방"}]
     )
     placed_at = factory.LazyFunction(timezone.now)
+
+
+def user_with_role(role: str, username: str | None = None, password: str = "pw-Loop-2026!"):
+    """A staff user in one of the role groups (crm.roles: "Admin", "Marketer", "Analyst")."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    user = get_user_model().objects.create_user(
+        username=username or f"{role.lower()}-user", password=password, is_staff=True
+    )
+    user.groups.add(Group.objects.get(name=role))
+    return user

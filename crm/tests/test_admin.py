@@ -174,7 +174,7 @@ def test_contact_page_shows_profile_consent_cart_coupons_orders_and_recent_event
     assert "이메일" in html
     assert "SMS/LMS" in html
     assert "캐시미어 니트" in html
-    assert "89,000 KRW" in html
+    assert "₩89,000" in html
     assert f"WELCOME-{contact.pk}" in html
     assert f"ORDER-{contact.pk}" in html
     assert "test-push-token" in html
@@ -467,8 +467,11 @@ def test_api_key_page_shows_prefix_and_scopes_never_the_hash(admin_client, sourc
 
 
 def test_money_and_phone_display():
-    assert money(Decimal("39000.00"), "KRW") == "39,000 KRW"
-    assert money(Decimal("12.50")) == "12.50"
+    assert money(Decimal("39000.00"), "KRW") == "₩39,000"
+    assert money(Decimal("5000.4")) == "₩5,000"  # won has no minor unit
+    assert money(Decimal("12.5"), "USD") == "$12.50"
+    assert money(Decimal("-1200"), "EUR") == "-€1,200"
+    assert money(Decimal("7"), "CHF") == "7 CHF"
     assert money(None) == "-"
     assert phone_display("+821012345678") == "010-1234-5678"
     assert phone_display("+14155552671") == "+1 415-555-2671"

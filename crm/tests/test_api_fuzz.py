@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 
 import phonenumbers
 import pytest
@@ -44,7 +45,9 @@ from crm.services.tracking import tracking_ingest
 
 SCHEMA_PATH = "/api/schema/"
 SEED = 20261124
-MAX_EXAMPLES = 15
+#: Examples per operation: 15 in `make test` (well under a minute); `bench/api_fuzz` runs many more
+#: (``LOOP_API_FUZZ_EXAMPLES``).
+MAX_EXAMPLES = int(os.environ.get("LOOP_API_FUZZ_EXAMPLES", "15"))
 SEEDED_CONTACT = "0"
 
 

@@ -259,6 +259,10 @@ def test_relative_times_use_the_moment_of_evaluation(people):
 
 def test_every_product_schedule_survives_the_settings_module():
     """The apps' beat entries live in one dict: a later assignment must not drop an earlier app's entries."""
-    assert {"crm.events_sweep", "segment-sizes-daily", "heartbeat", "campaigns-tick"} <= set(
-        settings.CELERY_BEAT_SCHEDULE
-    )
+    assert {
+        "crm.events_sweep",
+        "segment-sizes-daily",
+        "heartbeat",
+        "campaigns-tick",
+        "campaigns-ads-reconsent-daily",
+    } <= set(settings.CELERY_BEAT_SCHEDULE)

@@ -1,4 +1,4 @@
-"""``python manage.py load_demo [--contacts N]``: load the demo data (idempotent; `make run` calls it)."""
+"""``python manage.py load_demo [--contacts N]``: load the demo data of every app (idempotent; `make run` calls it)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from crm.demo import demo_load, demo_summary
+from crm.demo import demo_load_all, demo_summary
 
 MAX_CONTACTS = 9999  # external IDs are demo-0001…demo-9999
 
 
 class Command(BaseCommand):
-    help = "Load demo contacts, events, carts, coupons and orders. Running it again creates nothing."
+    help = (
+        "Load demo contacts, events, carts, coupons and orders, then the other apps' demo data (campaigns with "
+        "their past runs). Running it again creates nothing."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -37,5 +40,5 @@ class Command(BaseCommand):
         if not 0 <= contacts <= MAX_CONTACTS:
             raise CommandError(f"--contacts must be between 0 and {MAX_CONTACTS}.", returncode=2)
         started = time.monotonic()
-        created = demo_load(contacts=contacts)
+        created = demo_load_all(contacts=contacts)
         self.stdout.write(f"{demo_summary(created)} ({time.monotonic() - started:.1f} s)")
