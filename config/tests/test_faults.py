@@ -19,7 +19,9 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from django.db.models import Count
@@ -29,9 +31,14 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from campaigns.models import Campaign, OutboxMessage, Run, Send
 from campaigns.services.runs import run_create
 from campaigns.tests.factories import CampaignFactory, SegmentFactory
-from config.tests.test_runtime_e2e import BASE_DIR, Runtime, celery, free_port, wait_for
+from config.tests.fault_backends import STEP_MARK
+from config.tests.test_runtime_e2e import BASE_DIR, Runtime, celery, free_port, processes_with_marker, wait_for
 from crm.models import Consent, Contact, Event, Source
 from crm.services.apikeys import api_key_create
+from journeys.models import Enrollment, EnrollmentLog, Journey, Step
+from journeys.services.engine import send_key
+from journeys.services.enrollment import journey_enroll_contacts
+from journeys.services.journeys import journey_activate
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -180,6 +187,132 @@ def test_worker_sigkilled_mid_chunk_every_due_message_sent_exactly_once(runtime,
     assert_each_send_delivered_once(run)
     assert run.sends.filter(attempts__gt=1).count() >= 1  # the stranded ones were delivered by another attempt
     print(f"killed after {delivered_before} messages with {stranded} claimed sends in flight; all {CONTACTS} once")
+
+
+JOURNEY_CONTACTS = 180
+JOURNEY_BATCH = 20
+JOURNEY_LEASE = 8  # seconds; the advance's deadline for calls out is a quarter of it (2 s)
+
+
+def journey_due_at_a_message(contacts: int) -> tuple[Journey, Step, Step]:
+    """A welcome journey (email, wait a day, follow-up email) with ``contacts`` consenting contacts entered by the
+    enrollment service over the last three minutes: each is due at the welcome email. Returns (journey, welcome,
+    follow-up)."""
+    journey = Journey.objects.create(name="faults welcome", trigger=Journey.Trigger.API)
+    email = {"kind": Step.Kind.SEND, "channel": "email", "advertising": False}
+    welcome = Step.objects.create(
+        journey=journey,
+        position=1,
+        name="welcome",
+        subject="환영합니다",
+        body="#{고객명}님, 가입을 환영합니다",
+        **email,
+    )
+    Step.objects.create(journey=journey, position=2, name="a day", kind=Step.Kind.WAIT_DURATION, wait_minutes=24 * 60)
+    follow_up = Step.objects.create(
+        journey=journey, position=3, name="follow-up", subject="첫 주문 혜택", body="#{고객명}님, 첫 주문에", **email
+    )
+    journey = journey_activate(journey=journey)
+    people = Contact.objects.bulk_create(Contact(email=f"j{n}@example.com", name=f"고객{n}") for n in range(contacts))
+    Consent.objects.bulk_create(
+        Consent(contact=c, purpose="email", granted=True, changed_at=timezone.now()) for c in people
+    )
+    now = timezone.now()
+    with mock.patch("journeys.tasks.tick.delay"):  # the test plays beat: it publishes the tick on its own broker
+        for ago, group in enumerate((people[0::3], people[1::3], people[2::3]), start=1):
+            at = now - timedelta(minutes=ago)
+            journey_enroll_contacts(journey=journey, contact_ids=[c.pk for c in group], now=at)
+    return journey, welcome, follow_up
+
+
+def test_worker_sigkilled_mid_journeys_tick_every_enrollment_moves_once(runtime, own_redis):
+    """A tick advancing 180 due enrollments in batches of 20 (each batch sleeps after making its sends, before its
+    commit) is SIGKILLed with its worker's process group while a batch is claimed and its sends made; earlier
+    batches are committed. The killed batch's transaction rolls back (no send, no log), its claim holds until the
+    lease ends, then another worker's tick moves it: every enrollment sends its welcome once and waits a day."""
+    journey, welcome, follow_up = journey_due_at_a_message(JOURNEY_CONTACTS)
+    enrollments = Enrollment.objects.filter(journey=journey)
+    due = dict(
+        enrollments.filter(current_step=welcome, status=Enrollment.Status.ACTIVE).values_list("id", "next_run_at")
+    )
+    assert len(due) == JOURNEY_CONTACTS
+    env = worker_env(
+        runtime,
+        own_redis,
+        LOOP_FAULT_SEND_DELAY="0",
+        LOOP_FAULT_STEP_DELAY="0.6",
+        JOURNEY_BATCH_SIZE=str(JOURNEY_BATCH),
+        JOURNEY_CLAIM_LEASE_SECONDS=str(JOURNEY_LEASE),
+    )
+    first = start_worker(runtime, env, "worker-a")
+    send_task(own_redis, "journeys.tick")
+
+    waiting = enrollments.filter(status=Enrollment.Status.WAITING)
+
+    def mid_tick() -> bool:
+        """The third batch (or a later one) sleeps between its sends and its commit; earlier ones committed."""
+        return first.output().count(STEP_MARK) >= 3 and waiting.exists()
+
+    wait_for(mid_tick, 30, lambda: f"the tick to be mid-way (waiting {waiting.count()}):{runtime.report()}")
+    runtime.stop(first, sig=signal.SIGKILL, group=True)
+    killed_at = time.monotonic()
+    assert not processes_with_marker(runtime.token), "the pool children should be gone with their parent"
+
+    advanced_before = waiting.count()
+    stranded = dict(enrollments.exclude(claim="").values_list("id", "claimed_at"))
+    assert stranded, "the kill should have left claimed enrollments"
+    assert advanced_before + len(stranded) < JOURNEY_CONTACTS, "the tick should have been killed mid-way"
+    assert set(stranded).isdisjoint(waiting.values_list("id", flat=True))
+    # The batch's sends and step log were made in its transaction and rolled back with it.
+    assert not Send.objects.filter(key__in=[send_key(e, welcome.pk) for e in stranded]).exists()
+    assert not EnrollmentLog.objects.filter(enrollment_id__in=stranded).exists()
+
+    start_worker(runtime, env, "worker-b")
+    sends = Send.objects.filter(campaign__journey_inline_step=welcome)
+    published = [0.0]
+
+    def settled() -> bool:
+        """Beat's part, once a second: ``journeys.tick`` and ``campaigns.tick`` until every enrollment waits and every
+        message is delivered."""
+        if waiting.filter(claim="").count() == JOURNEY_CONTACTS and not sends.exclude(status__in=FINISHED).exists():
+            return True
+        if time.monotonic() - published[0] >= 1:
+            send_task(own_redis, "journeys.tick")
+            send_task(own_redis, "campaigns.tick")
+            published[0] = time.monotonic()
+        return False
+
+    def progress() -> str:
+        statuses = Counter(enrollments.values_list("status", flat=True))
+        return f"every enrollment to wait and every send to finish: {statuses}, sends {sends.count()}"
+
+    wait_for(settled, 45, lambda: f"{progress()}:{runtime.report()}")
+    recovery = time.monotonic() - killed_at
+
+    # Every enrollment waits a day after the welcome (counted from when it was due), at the follow-up, unclaimed.
+    rows = list(enrollments.values_list("id", "status", "current_step_id", "next_run_at", "claim", "attempts"))
+    assert len(rows) == JOURNEY_CONTACTS
+    for eid, status, step_id, next_run_at, claim, attempts in rows:
+        assert (status, step_id, claim, attempts) == (Enrollment.Status.WAITING, follow_up.pk, "", 0), eid
+        assert next_run_at == due[eid] + timedelta(days=1), eid
+    # One welcome send per enrollment, under its key, delivered once to its contact.
+    assert sorted(sends.values_list("key", flat=True)) == sorted(send_key(e, welcome.pk) for e in due)
+    assert Counter(sends.values_list("status", flat=True)) == {Send.Status.SENT: JOURNEY_CONTACTS}
+    assert Send.objects.count() == JOURNEY_CONTACTS  # nothing else was sent (the follow-up is a day away)
+    outbox = Counter(OutboxMessage.objects.filter(send__in=sends).values_list("to", flat=True))
+    assert outbox == {f"j{n}@example.com": 1 for n in range(JOURNEY_CONTACTS)}
+    assert OutboxMessage.objects.count() == JOURNEY_CONTACTS
+    # Each enrollment moved once: its log has the welcome sent once and the wait once.
+    logged = Counter(EnrollmentLog.objects.filter(enrollment__journey=journey).values_list("enrollment_id", "action"))
+    assert logged == {(e, action): 1 for e in due for action in ("send", "wait")}
+    # The stranded batch was taken again only once its claim had expired.
+    retaken = EnrollmentLog.objects.filter(enrollment_id__in=stranded, action="send").values_list("enrollment_id", "at")
+    for eid, at in retaken:
+        assert at >= stranded[eid] + timedelta(seconds=JOURNEY_LEASE), eid
+    print(
+        f"killed after {advanced_before} of {JOURNEY_CONTACTS} enrollments moved, {len(stranded)} claimed in the"
+        f" killed batch; all moved once, {recovery:.1f}s after the kill"
+    )
 
 
 def test_broker_restarted_while_tasks_flow_nothing_lost_nothing_twice(runtime, own_redis):

@@ -208,10 +208,16 @@ class Runtime:
 
         wait_for(seen, timeout, lambda: f"{service.name} to print {text!r}:{self.report()}")
 
-    def stop(self, *services: Service, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> list[int]:
-        """Signal every service at once, then wait (bounded) for each to exit; returns their exit codes."""
+    def stop(
+        self, *services: Service, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT, group: bool = False
+    ) -> list[int]:
+        """Signal every service at once (``group``: its whole process group, a worker's pool children too), then
+        wait (bounded) for each to exit; returns their exit codes."""
         for service in services:
-            service.popen.send_signal(sig)
+            if group:
+                os.killpg(service.popen.pid, sig)
+            else:
+                service.popen.send_signal(sig)
         deadline = time.monotonic() + timeout
         codes = []
         for service in services:
