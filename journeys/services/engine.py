@@ -169,8 +169,8 @@ class Batch:
 # --- Claiming ------------------------------------------------------------------------------------------------------
 
 
-def _due(now: datetime):
-    lease = now - timedelta(seconds=settings.LOOP_JOURNEY_CLAIM_LEASE)
+def _due(now: datetime, at: datetime | None = None):
+    lease = (at or now) - timedelta(seconds=settings.LOOP_JOURNEY_CLAIM_LEASE)
     return (
         Enrollment.objects.filter(
             status__in=Enrollment.OPEN, next_run_at__lte=now, journey__status=Journey.Status.ACTIVE
@@ -180,12 +180,15 @@ def _due(now: datetime):
     )
 
 
-def enrollments_claim(*, now: datetime, limit: int) -> tuple[str, list[int]]:
-    """Claim up to ``limit`` due enrollments for one advance; returns (token, ids)."""
+def enrollments_claim(*, now: datetime, limit: int, at: datetime | None = None) -> tuple[str, list[int]]:
+    """Claim up to ``limit`` enrollments due at ``now`` for one advance; returns (token, ids). ``at`` is the moment of
+    the claim (default ``now``): a tick's later batches are claimed later than the tick's ``now``, and their lease
+    counts from then."""
     token = uuid.uuid4().hex
-    lease = now - timedelta(seconds=settings.LOOP_JOURNEY_CLAIM_LEASE)
+    at = at or now
+    lease = at - timedelta(seconds=settings.LOOP_JOURNEY_CLAIM_LEASE)
     with transaction.atomic():
-        candidates = _due(now)
+        candidates = _due(now, at)
         if connection.features.has_select_for_update_skip_locked:
             candidates = candidates.select_for_update(skip_locked=True, of=("self",))
         ids = list(candidates.values_list("id", flat=True)[:limit])
@@ -193,7 +196,7 @@ def enrollments_claim(*, now: datetime, limit: int) -> tuple[str, list[int]]:
             return token, []
         Enrollment.objects.filter(id__in=ids, status__in=Enrollment.OPEN).filter(
             Q(claim="") | Q(claimed_at__lt=lease)
-        ).update(claim=token, claimed_at=now)
+        ).update(claim=token, claimed_at=at)
         claimed = list(Enrollment.objects.filter(id__in=ids, claim=token).values_list("id", flat=True))
     return token, claimed
 
@@ -694,8 +697,10 @@ def journeys_tick(*, now: datetime | None = None, batch_size: int | None = None,
     size = batch_size or settings.LOOP_JOURNEY_BATCH_SIZE
     total, batches = 0, 0
     counts: dict[str, int] = defaultdict(int)
+    started = monotonic()
     while batches < max_batches:
-        token, ids = enrollments_claim(now=now, limit=size)
+        at = now + timedelta(seconds=monotonic() - started)  # the tick's clock, moving on with the real one
+        token, ids = enrollments_claim(now=now, limit=size, at=at)
         if not ids:
             break
         batches += 1
