@@ -93,6 +93,20 @@ def test_a_worker_killed_after_claiming_loses_nothing_and_its_rows_are_reclaimed
     assert set(Enrollment.objects.values_list("status", flat=True)) == {Enrollment.Status.COMPLETED}
 
 
+def test_a_claims_lease_counts_from_when_it_was_made_not_from_the_ticks_start(django_capture_on_commit_callbacks):
+    """A long tick claims its later batches later than its ``now``: their lease runs from the claim."""
+    j = journey({"kind": Step.Kind.WAIT_DURATION, "wait_minutes": 30}, sms("안녕하세요"))
+    enroll(j, consenting(3))
+    tick(T0, django_capture_on_commit_callbacks)
+    due = T0 + timedelta(minutes=30)
+    lease = timedelta(seconds=settings.LOOP_JOURNEY_CLAIM_LEASE)
+    claimed_at = due + lease  # the tick began at ``due`` and reached this batch a lease later
+    _token, ids = enrollments_claim(now=due, limit=10, at=claimed_at)
+    assert set(Enrollment.objects.filter(pk__in=ids).values_list("claimed_at", flat=True)) == {claimed_at}
+    assert enrollments_claim(now=due, limit=10, at=claimed_at + lease - timedelta(seconds=1))[1] == []
+    assert sorted(enrollments_claim(now=due, limit=10, at=claimed_at + lease + timedelta(seconds=1))[1]) == sorted(ids)
+
+
 def test_a_step_run_twice_sends_one_message_thanks_to_the_send_key(django_capture_on_commit_callbacks):
     j = journey(sms("한 번만"))
     [contact] = consenting(1)
