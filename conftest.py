@@ -85,10 +85,17 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         for path in saved:
             terminalreporter.write_line(str(path))
     if integration_enabled():
-        # .ci/run checks this line: the second pass must have run integration tests, not silently none.
+        # .ci/run checks this line: the second pass must have run integration tests, not silently none. Under xdist
+        # the collection happens in the workers: the count is then taken from the reports they sent back.
+        reported = {
+            report.nodeid
+            for reports in terminalreporter.stats.values()
+            for report in reports
+            if getattr(report, "when", None) == "setup" and "integration" in getattr(report, "keywords", {})
+        }
+        selected = max(config.stash.get(integration_selected_key, 0), len(reported))
         terminalreporter.write_line(
-            f"{INTEGRATION_ENV}=1: {config.stash.get(integration_selected_key, 0)} integration test(s) selected; "
-            "a skip of any of them counts as a failure."
+            f"{INTEGRATION_ENV}=1: {selected} integration test(s) selected; a skip of any of them counts as a failure."
         )
 
 
