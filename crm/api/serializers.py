@@ -11,6 +11,7 @@ from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiSerial
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from crm.blanks import NON_BLANK_PATTERN, strip_blanks
 from crm.emails import email_domain_lowercased
 from crm.ingest.messages import MAX_ID_LENGTH, MAX_NAME_LENGTH
 from crm.models import Cart, ConsentPurpose, Contact, Coupon, Order
@@ -21,15 +22,24 @@ from crm.services.tracking import MAX_BATCH_MESSAGES
 
 
 class StrictCharField(serializers.CharField):
-    """A JSON string; ``max_length`` counts the characters as sent, before surrounding blanks are trimmed."""
+    """A JSON string; ``max_length`` counts the characters as sent, before surrounding blanks are trimmed. Blanks
+    are the API's (``crm.blanks``), not ``str.strip()``'s: DRF's own trimming is off."""
 
     default_error_messages = {"invalid": _("Must be a string.")}
+
+    def __init__(self, **kwargs):
+        super().__init__(**{**kwargs, "trim_whitespace": False})
+
+    def run_validation(self, data=serializers.empty):
+        if isinstance(data, str):
+            if self.max_length is not None and len(data) > self.max_length:
+                self.fail("max_length", max_length=self.max_length)
+            data = strip_blanks(data)
+        return super().run_validation(data)
 
     def to_internal_value(self, data):
         if not isinstance(data, str):
             self.fail("invalid")
-        if self.max_length is not None and len(data) > self.max_length:
-            self.fail("max_length", max_length=self.max_length)
         return super().to_internal_value(data)
 
 
@@ -43,7 +53,7 @@ class NonBlankScheme(OpenApiSerializerFieldExtension):
 
     def map_serializer_field(self, auto_schema, direction):
         schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
-        return {**schema, "pattern": r"\S"}
+        return {**schema, "pattern": NON_BLANK_PATTERN}
 
 
 class StrictEmailField(serializers.EmailField):
@@ -71,7 +81,9 @@ class StrictBooleanField(serializers.BooleanField):
 # id or timestamp, count as not given; objects may be null.
 
 #: An id that must be given: a string with a non-blank character (blanks around it are trimmed), or an integer.
-ID_SCHEMA = {"oneOf": [{"type": "string", "maxLength": MAX_ID_LENGTH, "pattern": r"\S"}, {"type": "integer"}]}
+ID_SCHEMA = {
+    "oneOf": [{"type": "string", "maxLength": MAX_ID_LENGTH, "pattern": NON_BLANK_PATTERN}, {"type": "integer"}]
+}
 #: An id that may be left out: also null or blank.
 OPTIONAL_ID_SCHEMA = {"oneOf": [{"type": "string", "maxLength": MAX_ID_LENGTH, "nullable": True}, {"type": "integer"}]}
 #: A time that may be left out: an ISO 8601 date and time, null or "".
@@ -127,7 +139,7 @@ class _SingleMessage(_MessageBase):
     )
 
 
-@extend_schema_field({"type": "string", "maxLength": MAX_NAME_LENGTH, "pattern": r"\S"})
+@extend_schema_field({"type": "string", "maxLength": MAX_NAME_LENGTH, "pattern": NON_BLANK_PATTERN})
 class EventNameField(serializers.CharField):
     pass
 

@@ -30,6 +30,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.utils.translation import gettext as _
 
+from crm.blanks import strip_blanks
 from crm.emails import email_domain_lowercased
 from crm.phones import InvalidPhoneNumber, normalize_phone
 
@@ -150,7 +151,7 @@ def _identifier(raw: dict, key: str, errors: dict[str, list[str]]) -> str | None
     if len(text) > MAX_ID_LENGTH:
         errors.setdefault(key, []).append(_("At most %(n)d characters.") % {"n": MAX_ID_LENGTH})
         return None
-    return text.strip() or None
+    return strip_blanks(text) or None
 
 
 def _object(raw: dict, key: str, errors: dict[str, list[str]]) -> dict:
@@ -193,18 +194,20 @@ def parse_profile(traits: dict, errors: dict[str, list[str]], prefix: str) -> Pr
     name = traits.get("name")
     first = traits.get("firstName", traits.get("first_name"))
     last = traits.get("lastName", traits.get("last_name"))
-    if isinstance(name, str) and name.strip():
-        profile.name = name.strip()[:200]
+    full_name = strip_blanks(name) if isinstance(name, str) else ""
+    if full_name:
+        profile.name = full_name[:200]
     elif isinstance(first, str) or isinstance(last, str):
-        first_s, last_s = (first or "").strip(), (last or "").strip()
+        first_s, last_s = strip_blanks(first or ""), strip_blanks(last or "")
         # Korean names are written family name first, without a space (홍 + 길동 → 홍길동).
         if _HANGUL.search(first_s + last_s):
             profile.name = f"{last_s}{first_s}"[:200] or None
         else:
             profile.name = " ".join(p for p in (first_s, last_s) if p)[:200] or None
     locale = traits.get("locale")
-    if isinstance(locale, str) and locale.strip():
-        profile.locale = locale.strip()[:20]
+    locale = strip_blanks(locale) if isinstance(locale, str) else ""
+    if locale:
+        profile.locale = locale[:20]
     tz = traits.get("timezone", traits.get("time_zone"))
     if tz not in (None, ""):
         try:
@@ -277,20 +280,18 @@ def parse_message(
 
     if kind == "track":
         event = raw.get("event")
-        if not isinstance(event, str) or not event.strip():
+        name = strip_blanks(event) if isinstance(event, str) else ""
+        if not name:
             errors.setdefault("event", []).append(_("A track call needs the event name."))
-            name = ""
         elif len(event) > MAX_NAME_LENGTH:
             errors.setdefault("event", []).append(_("At most %(n)d characters.") % {"n": MAX_NAME_LENGTH})
             name = ""
-        else:
-            name = event.strip()
     else:
         page_name = raw.get("name") if kind in ("page", "screen") else None
         if page_name is not None and not isinstance(page_name, str):
             errors.setdefault("name", []).append(_("Must be a string."))
             page_name = None
-        name = (page_name or "").strip()[:MAX_NAME_LENGTH] or DEFAULT_NAMES.get(kind or "", "")
+        name = strip_blanks(page_name or "")[:MAX_NAME_LENGTH] or DEFAULT_NAMES.get(kind or "", "")
 
     properties = _object(raw, "properties", errors)
     traits = _object(raw, "traits", errors)
