@@ -4,6 +4,7 @@ the validation accepts (the schema fuzz test, ``crm/tests/test_api_fuzz.py``, ch
 
 from __future__ import annotations
 
+import datetime
 import zoneinfo
 
 from django.utils.translation import gettext_lazy as _
@@ -13,7 +14,7 @@ from rest_framework import serializers
 
 from crm.blanks import NON_BLANK_PATTERN, strip_blanks
 from crm.emails import email_domain_lowercased
-from crm.ingest.messages import MAX_ID_LENGTH, MAX_NAME_LENGTH
+from crm.ingest.messages import EDGE_DAYS_PATTERN, MAX_ID_LENGTH, MAX_NAME_LENGTH, on_an_edge_day
 from crm.models import Cart, ConsentPurpose, Contact, Coupon, Order
 from crm.phones import InvalidPhoneNumber, normalize_phone
 from crm.services.tracking import MAX_BATCH_MESSAGES
@@ -88,7 +89,10 @@ ID_SCHEMA = {
 OPTIONAL_ID_SCHEMA = {"oneOf": [{"type": "string", "maxLength": MAX_ID_LENGTH, "nullable": True}, {"type": "integer"}]}
 #: A time that may be left out: an ISO 8601 date and time, null or "".
 TIMESTAMP_SCHEMA = {
-    "oneOf": [{"type": "string", "format": "date-time", "nullable": True}, {"type": "string", "maxLength": 0}]
+    "oneOf": [
+        {"type": "string", "format": "date-time", "pattern": EDGE_DAYS_PATTERN, "nullable": True},
+        {"type": "string", "maxLength": 0},
+    ]
 }
 
 
@@ -290,6 +294,20 @@ class ErrorSerializer(serializers.Serializer):
 # --- Native resources ------------------------------------------------------------------------------------------
 
 
+@extend_schema_field({"type": "string", "format": "date-time", "pattern": EDGE_DAYS_PATTERN})
+class EventTimeField(serializers.DateTimeField):
+    """A time converted to UTC (not ``TIME_ZONE``: whether a time fits the years 1-9999 must not depend on the
+    deployment), refused on an edge day as the tracking endpoints do (``crm.ingest.messages.on_an_edge_day``)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(default_timezone=datetime.UTC, **kwargs)
+
+    def enforce_timezone(self, value):
+        if on_an_edge_day(value):
+            self.fail("overflow")
+        return super().enforce_timezone(value)
+
+
 class NativeEventSerializer(serializers.Serializer):
     """The shop's own event format for POST /api/v1/events (one object or a list)."""
 
@@ -298,7 +316,7 @@ class NativeEventSerializer(serializers.Serializer):
     anonymous_id = NonBlankCharField(required=False, max_length=MAX_ID_LENGTH)
     name = NonBlankCharField(max_length=MAX_NAME_LENGTH)
     properties = serializers.DictField(required=False)
-    occurred_at = serializers.DateTimeField(required=False)
+    occurred_at = EventTimeField(required=False)
 
     def validate(self, attrs):
         if not attrs.get("external_id") and not attrs.get("anonymous_id"):

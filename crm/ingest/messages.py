@@ -22,7 +22,7 @@ import json
 import re
 import zoneinfo
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -128,12 +128,28 @@ def json_size(value: Any) -> int:
         return len(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode(errors="replace"))
 
 
+#: A time on the first day datetime can hold with an offset ahead of UTC, or on the last day with one behind it, may
+#: lie outside the years 1-9999 in UTC (``9999-12-31T23:00:00-05:00`` is year 10000) and is refused even when it
+#: does not: a rule on the text, which the schema states with this pattern, rather than on arithmetic.
+EDGE_DAYS_PATTERN = r"^(?!0001-01-01.[^+]*\+(?!00:00)|9999-12-31.[^-]*-(?!00:00))"
+
+
+def on_an_edge_day(parsed: datetime) -> bool:
+    """The rule of ``EDGE_DAYS_PATTERN`` on a parsed time."""
+    offset = parsed.utcoffset() or timedelta(0)
+    return (parsed.date() == date.min and offset > timedelta(0)) or (
+        parsed.date() == date.max and offset < timedelta(0)
+    )
+
+
 def parse_timestamp(value: Any) -> datetime:
-    """An ISO 8601 date and time as an aware datetime in UTC; ValueError when it is not one or is out of range
-    (e.g. ``9999-12-31T23:00:00-05:00``, which is year 10000 in UTC and could not be stored)."""
+    """An ISO 8601 date and time as an aware datetime in UTC; ValueError when it is not one or lies on an edge day
+    (``on_an_edge_day``)."""
     if not isinstance(value, str) or not value:
         raise ValueError
     parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    if on_an_edge_day(parsed):
+        raise ValueError(value)
     try:
         return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     except OverflowError:
@@ -294,7 +310,8 @@ def parse_message(
         name = strip_blanks(page_name or "")[:MAX_NAME_LENGTH] or DEFAULT_NAMES.get(kind or "", "")
 
     properties = _object(raw, "properties", errors)
-    traits = _object(raw, "traits", errors)
+    # Only identify and group carry traits (Segment's spec); other types' schemas do not name the key: ignored.
+    traits = _object(raw, "traits", errors) if kind in ("identify", "group") else {}
     context = {**(batch_context or {}), **_object(raw, "context", errors)}
     integrations = _object(raw, "integrations", errors)
     if batch_integrations or integrations:

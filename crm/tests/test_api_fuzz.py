@@ -322,3 +322,38 @@ def test_ids_are_trimmed_of_blanks_only(client):
     assert _post(client, "/api/v1/batch", json.dumps({"batch": batch})).json()["stored"] == 2
     events_process_pending()
     assert set(Contact.objects.values_list("external_id", flat=True)) == {"u1", "\x1c"}
+
+
+# --- Also found by ``bench/api_fuzz 150``: times the schema calls valid that the API refused, and traits -----------
+
+
+@pytest.mark.parametrize(
+    ("time", "accepted"),
+    [
+        ("0001-01-01T01:01:01+03:04", False),  # year 0 in UTC
+        ("0001-01-01T05:00:00+03:00", False),  # exists in UTC, refused by the same rule
+        ("0001-01-01T00:00:00Z", True),  # Go's zero time
+        ("0001-01-01T00:00:00+00:00", True),
+        ("0001-01-01T01:00:00-03:00", True),
+        ("9999-12-31T23:00:00-05:00", False),  # year 10000 in UTC
+        ("9999-12-31T23:00:00+05:00", True),
+        ("9999-12-31T20:00:00Z", True),  # year 10000 in Asia/Seoul: the native endpoint converts to UTC now
+    ],
+)
+def test_times_on_the_edge_days_follow_the_schemas_pattern(client, time, accepted):
+    openapi = client.get(SCHEMA_PATH, {"format": "json"}).json()
+    track = {"userId": "u1", "event": "A", "messageId": f"t{time}", "originalTimestamp": time}
+    event = {"external_id": "u1", "name": "A", "message_id": f"e{time}", "occurred_at": time}
+    for path, component, body in [
+        ("/api/v1/track", "TrackMessageRequest", track),
+        ("/api/v1/events", "NativeEventRequest", event),
+    ]:
+        assert _validator(openapi, {"$ref": f"#/components/schemas/{component}"})(body) == accepted
+        response = _post(client, path, json.dumps(body))
+        assert response.status_code == (200 if accepted else 400), response.content[:300]
+
+
+def test_traits_are_read_only_where_the_schema_names_them(client):
+    """A screen call with ``"traits": 5`` was refused; only identify and group carry traits."""
+    assert _post(client, "/api/v1/screen", json.dumps({"userId": "u1", "traits": 5})).status_code == 200
+    assert _post(client, "/api/v1/identify", json.dumps({"userId": "u1", "traits": 5})).status_code == 400
