@@ -10,12 +10,13 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from django.utils import timezone
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from campaigns import stats
 from campaigns.models import Run
-from campaigns.selectors import run_variant_report
+from campaigns.selectors import run_figures
 
 VERDICTS = {
     stats.CONTROL: _("control"),
@@ -45,7 +46,7 @@ def p_value_display(value: float | None) -> str:
 
 def ab_report(run: Run, variant_names: list[str]) -> dict[str, Any]:
     """``{"metric", "variants": {name: {...}}, "holdout": {...} | None}`` for the run report."""
-    figures = run_variant_report(run=run)
+    figures = run_figures(run, now=timezone.now())
     has_goal = bool(run.campaign.goal_event)
     metric = "converted" if has_goal else "clicked"
     empty = {"sent": 0, "delivered": 0, "opened": 0, "clicked": 0, "unsubscribed": 0, "converted": 0}

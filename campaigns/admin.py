@@ -46,6 +46,7 @@ from campaigns.models import (
     Variant,
 )
 from campaigns.personalization import build_render_data, template_errors
+from campaigns.selectors import run_is_settled
 from campaigns.services import campaigns as lifecycle
 from campaigns.services import launch
 from campaigns.services.runs import run_counts
@@ -423,6 +424,7 @@ def run_report_context(run: Run) -> dict[str, Any]:
         )
     variants = [key for key in labels if key != "holdout"]
     ab = ab_report(run, variants)
+    window = run.campaign.attribution_window_hours
     for row in rows:
         row["ab"] = ab["holdout"] if row["holdout"] else ab["variants"].get(row["key"])
     per_variant = counts.get("variant_skip_reasons", {})
@@ -445,6 +447,7 @@ def run_report_context(run: Run) -> dict[str, Any]:
         "by_click": run.campaign.attribution_basis == Campaign.AttributionBasis.CLICK,
         "metric": ab["metric"],
         "holdout": ab["holdout"],
+        "figures_at": run.figures_at if run_is_settled(run, window_hours=window, now=timezone.now()) else None,
     }
 
 

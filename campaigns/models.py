@@ -420,6 +420,16 @@ class Run(models.Model):
         Variant, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", verbose_name=_("winner")
     )
     winner_explanation = models.JSONField(_("winner decision"), default=dict, blank=True)
+    figures = models.JSONField(
+        _("report figures"),
+        default=dict,
+        blank=True,
+        help_text=_(
+            "The run's report figures per variant and holdout, stored once the run settled (a day after its "
+            "attribution window) and counted again daily for 30 days, so reports need not count its sends."
+        ),
+    )
+    figures_at = models.DateTimeField(_("figures counted at"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("run")

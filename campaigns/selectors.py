@@ -1,25 +1,57 @@
-"""Reads across the campaigns models: goal metrics per variant (for the auto-winner) and a run's conversions per
-variant and holdout (for its report); never writes.
+"""Reads across the campaigns models: a run's figures per variant and for its holdout, the one source of the run
+report, the A/B report, a recurring campaign's runs chart and the automatic winner; never writes.
 
-Goal metric (until attribution arrives with issue #10, which may replace this selector): a sent send *converts*
-when its contact has a goal event (``campaign.goal_event``) after the send's ``sent_at`` and within
-``campaign.attribution_window_hours`` of it. Per variant: ``sent`` (sends delivered), ``conversions`` (sends that
-converted; one per send however many goal events follow), ``revenue`` (the sum over converting sends of the first
-goal event's ``revenue``, ``total`` or ``value`` property), ``conversion_rate`` = conversions / sent and
-``revenue_per_send`` = revenue / sent. Test sends never count.
+Definitions (docs/analytics.md, "Definitions"), over the run's sends, test sends never counted, per variant:
+
+- **audience**: the variant's sends, whatever became of them; **sent**, **skipped**, **failed**: by status.
+- **delivered**: sent, with delivery reported (``delivered_at``, or a ``delivered`` receipt).
+- **opened** / **clicked**: sent, with a first counted open / click (automatic opens and clicks never set these
+  unless ``TRACKING_COUNT_BOTS``).
+- **unsubscribed**: sent, whose receipt is ``unsubscribed``.
+- **converted**: sends with at least one attributed conversion (``campaigns.services.attribution``: the goal event
+  within the window after the touch, last touch, one conversion per event); **revenue**: the sum of those
+  conversions' revenue.
+- the **holdout**: its ``members`` (holdout sends) and the holdout conversions (``converted``, ``revenue``).
+
+Sends without a variant that are not holdout members (the rest of an A/B test waiting for its winner) count in the
+run's totals under ``UNASSIGNED`` and in no variant.
+
+A settled run's figures are read from ``Run.figures`` (stored by ``campaigns.services.run_figures``); the figures of
+the others are counted in two grouped queries, one over the sends and one over the conversions, whatever the number
+of runs (``runs_figures``).
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
-from django.db.models import Count, DateTimeField, Exists, ExpressionWrapper, OuterRef, Q, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Q, Sum
 
-from campaigns.models import Run, Send
+from campaigns.models import Conversion, DeliveryStatus, Run, Send, Variant
 
 REVENUE_KEYS = ("revenue", "total", "value")
+HOLDOUT = "holdout"
+UNASSIGNED = ""
+#: A run is *settled* this long after its attribution window closed: late receipts and conversions are in.
+SETTLED_AFTER = timedelta(days=1)
+
+SENT = Q(status=Send.Status.SENT)
+SEND_FIGURES = {
+    "audience": Count("id"),
+    "sent": Count("id", filter=SENT),
+    "skipped": Count("id", filter=Q(status=Send.Status.SKIPPED)),
+    "failed": Count("id", filter=Q(status=Send.Status.FAILED)),
+    "delivered": Count(
+        "id", filter=SENT & (Q(delivered_at__isnull=False) | Q(delivery_status=DeliveryStatus.DELIVERED))
+    ),
+    "opened": Count("id", filter=SENT & Q(opened_at__isnull=False)),
+    "clicked": Count("id", filter=SENT & Q(clicked_at__isnull=False)),
+    "unsubscribed": Count("id", filter=SENT & Q(delivery_status=DeliveryStatus.UNSUBSCRIBED)),
+}
+#: The counted figures of a variant (and of a run: their sums), in the order reports show them.
+FIGURES = (*SEND_FIGURES, "converted", "revenue")
 
 
 def _revenue(properties: dict) -> Decimal:
@@ -33,140 +65,108 @@ def _revenue(properties: dict) -> Decimal:
     return Decimal(0)
 
 
-def variant_goal_metrics(*, run: Run) -> dict[int, dict]:
-    """``{variant_id: {"name", "sent", "conversions", "revenue", "conversion_rate", "revenue_per_send"}}``."""
-    from crm.models import Event
-
-    campaign = run.campaign
-    window = timedelta(hours=campaign.attribution_window_hours)
-    sent = Send.objects.filter(run=run, status=Send.Status.SENT, is_test=False, variant__isnull=False)
-    metrics: dict[int, dict] = {
-        v.pk: {"name": v.name, "sent": 0, "conversions": 0, "revenue": Decimal(0)} for v in campaign.variants.all()
-    }
-    if not campaign.goal_event:
-        for variant_id, n in sent.values_list("variant_id").annotate(n=Count("id")).order_by():
-            metrics[variant_id]["sent"] += n
-        return _rates(metrics)
-    goal = Event.objects.filter(
-        contact_id=OuterRef("contact_id"),
-        name=campaign.goal_event,
-        occurred_at__gt=OuterRef("sent_at"),
-        occurred_at__lte=ExpressionWrapper(OuterRef("sent_at") + Value(window), output_field=DateTimeField()),
-    )
-    rows = sent.annotate(converted=Exists(goal)).values_list("variant_id", "contact_id", "sent_at", "converted")
-    converted: list[tuple[int, int, object]] = []
-    for variant_id, contact_id, sent_at, did in rows.iterator(chunk_size=5000):
-        metrics[variant_id]["sent"] += 1
-        if did:
-            metrics[variant_id]["conversions"] += 1
-            converted.append((variant_id, contact_id, sent_at))
-    for variant_id, contact_id, sent_at in converted:
-        first = (
-            Event.objects.filter(
-                contact_id=contact_id,
-                name=campaign.goal_event,
-                occurred_at__gt=sent_at,
-                occurred_at__lte=sent_at + window,
-            )
-            .order_by("occurred_at", "id")
-            .values_list("properties", flat=True)
-            .first()
-        )
-        metrics[variant_id]["revenue"] += _revenue(first or {})
-    return _rates(metrics)
+def empty_figures() -> dict[str, Any]:
+    return {**dict.fromkeys(SEND_FIGURES, 0), "converted": 0, "revenue": Decimal(0)}
 
 
-def _rates(metrics: dict[int, dict]) -> dict[int, dict]:
-    for row in metrics.values():
-        row["conversion_rate"] = row["conversions"] / row["sent"] if row["sent"] else 0.0
-        row["revenue_per_send"] = float(row["revenue"]) / row["sent"] if row["sent"] else 0.0
-    return metrics
+def empty_holdout() -> dict[str, Any]:
+    return {"members": 0, "converted": 0, "revenue": Decimal(0)}
 
 
-def run_conversions(*, run: Run) -> dict[str, dict]:
-    """Conversions of a run per variant and for the holdout, for its report: ``{label: {"base", "converted",
-    "rate"}}`` where ``label`` is the variant's name or ``"holdout"``.
-
-    A variant's base is its sent sends, each converting when its contact has the goal event after ``sent_at`` and
-    within the attribution window; the holdout's base is its members, measured the same way from the run's start,
-    so the two rates compare (the lift). Empty when the campaign has no goal event. One query."""
-    from crm.models import Event
-
-    campaign = run.campaign
-    if not campaign.goal_event:
-        return {}
-    start = run.started_at or run.scheduled_for
-    window = timedelta(hours=campaign.attribution_window_hours)
-    base = Send.objects.filter(run=run, is_test=False).filter(
-        Q(status=Send.Status.SENT, variant__isnull=False) | Q(is_holdout=True)
-    )
-    since = Coalesce(OuterRef("sent_at"), Value(start), output_field=DateTimeField())
-    goal = Event.objects.filter(
-        contact_id=OuterRef("contact_id"),
-        name=campaign.goal_event,
-        occurred_at__gt=since,
-        occurred_at__lte=ExpressionWrapper(since + Value(window), output_field=DateTimeField()),
-    )
-    rows = (
-        base.annotate(converted=Exists(goal))
-        .values_list("is_holdout", "variant__name")
-        .annotate(n=Count("id"), converted_n=Count("id", filter=Q(converted=True)))
+def runs_figures(run_ids: list[int]) -> dict[int, dict[str, dict[str, Any]]]:
+    """``{run id: {label: figures}}`` counted now, ``label`` a variant's name, ``HOLDOUT`` or ``UNASSIGNED``: one
+    grouped query over the runs' sends and one over their conversions."""
+    result: dict[int, dict[str, dict[str, Any]]] = {run_id: {} for run_id in run_ids}
+    if not run_ids:
+        return result
+    names = dict(Variant.objects.filter(campaign__runs__in=run_ids).distinct().values_list("id", "name").order_by())
+    sends = (
+        Send.objects.filter(run_id__in=run_ids, is_test=False)
+        .values_list("run_id", "variant_id", "is_holdout")
+        .annotate(**SEND_FIGURES)
         .order_by()
     )
-    result: dict[str, dict] = {}
-    for is_holdout, name, n, converted in rows:
-        row = result.setdefault("holdout" if is_holdout else name, {"base": 0, "converted": 0})
-        row["base"] += n
-        row["converted"] += converted
-    for row in result.values():
-        row["rate"] = row["converted"] / row["base"] if row["base"] else 0.0
-    return result
-
-
-def run_variant_report(*, run: Run) -> dict[str, dict]:
-    """The report's figures per variant (by name) and ``"holdout"``, from the send ledger and the attributed
-    conversions (``campaigns.services.attribution``): ``sent``, ``delivered``, ``opened``, ``clicked`` (sends with
-    a first delivery/open/click: automatic opens and clicks never set these unless ``TRACKING_COUNT_BOTS``),
-    ``unsubscribed``, ``converted`` (sends with a conversion), ``revenue``; the holdout's ``members``,
-    ``converted`` and ``revenue``. Two aggregate queries over the run's sends and one over its conversions."""
-    from campaigns.models import Conversion, DeliveryStatus
-
-    sends = Send.objects.filter(run=run, is_test=False)
-    result: dict[str, dict] = {}
-    rows = (
-        sends.filter(status=Send.Status.SENT, variant__isnull=False)
-        .values_list("variant__name")
-        .annotate(
-            sent=Count("id"),
-            delivered=Count("id", filter=Q(delivered_at__isnull=False) | Q(delivery_status=DeliveryStatus.DELIVERED)),
-            opened=Count("id", filter=Q(opened_at__isnull=False)),
-            clicked=Count("id", filter=Q(clicked_at__isnull=False)),
-            unsubscribed=Count("id", filter=Q(delivery_status=DeliveryStatus.UNSUBSCRIBED)),
-        )
-        .order_by()
-    )
-    for name, sent, delivered, opened, clicked, unsubscribed in rows:
-        result[name] = {
-            "sent": sent,
-            "delivered": delivered,
-            "opened": opened,
-            "clicked": clicked,
-            "unsubscribed": unsubscribed,
-            "converted": 0,
-            "revenue": Decimal(0),
-        }
-    members = sends.filter(is_holdout=True).count()
-    if members:
-        result["holdout"] = {"members": members, "converted": 0, "revenue": Decimal(0)}
+    for run_id, variant_id, is_holdout, *counts in sends:
+        if is_holdout:
+            row = result[run_id].setdefault(HOLDOUT, empty_holdout())
+            row["members"] += counts[0]
+            continue
+        row = result[run_id].setdefault(names.get(variant_id, UNASSIGNED), empty_figures())
+        for name, count in zip(SEND_FIGURES, counts, strict=True):
+            row[name] += count
     conversions = (
-        Conversion.objects.filter(run=run)
-        .values_list("is_holdout", "send__variant__name")
+        Conversion.objects.filter(run_id__in=run_ids)
+        .values_list("run_id", "variant_id", "is_holdout")
         .annotate(converted=Count("send_id", distinct=True), revenue=Sum("revenue"))
         .order_by()
     )
-    for is_holdout, name, converted, revenue in conversions:
-        row = result.get("holdout" if is_holdout else name)
-        if row is not None:
-            row["converted"] += converted
-            row["revenue"] += revenue or Decimal(0)
+    for run_id, variant_id, is_holdout, converted, revenue in conversions:
+        label = HOLDOUT if is_holdout else names.get(variant_id, UNASSIGNED)
+        row = result[run_id].setdefault(label, empty_holdout() if is_holdout else empty_figures())
+        row["converted"] += converted
+        row["revenue"] += revenue or Decimal(0)
     return result
+
+
+def figures_dump(figures: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``figures`` as JSON for ``Run.figures`` (revenue as a decimal string)."""
+    return {label: {**row, "revenue": str(row["revenue"])} for label, row in figures.items()}
+
+
+def figures_load(stored: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        label: {**(empty_holdout() if label == HOLDOUT else empty_figures()), **row, "revenue": Decimal(row["revenue"])}
+        for label, row in stored.items()
+    }
+
+
+def run_is_settled(run: Run, *, window_hours: int, now: datetime) -> bool:
+    """Finished, and one ``SETTLED_AFTER`` past its attribution window: its receipts and conversions are in."""
+    if run.status not in (Run.Status.COMPLETED, Run.Status.CANCELLED) or run.finished_at is None:
+        return False
+    return run.finished_at + timedelta(hours=window_hours) + SETTLED_AFTER <= now
+
+
+def figures_of_runs(runs: list[Run], *, window_hours: int, now: datetime) -> dict[int, dict[str, dict[str, Any]]]:
+    """The figures of ``runs`` (of one campaign): stored for the settled runs that have them, counted for the
+    others (one pair of queries for all of them)."""
+    result: dict[int, dict[str, dict[str, Any]]] = {}
+    for run in runs:
+        if run.figures_at is not None and run_is_settled(run, window_hours=window_hours, now=now):
+            result[run.pk] = figures_load(run.figures)
+    result.update(runs_figures([run.pk for run in runs if run.pk not in result]))
+    return result
+
+
+def run_figures(run: Run, *, now: datetime) -> dict[str, dict[str, Any]]:
+    return figures_of_runs([run], window_hours=run.campaign.attribution_window_hours, now=now)[run.pk]
+
+
+def run_totals(figures: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A run's figures: the sums over its variants and the unassigned sends (the holdout apart)."""
+    total = empty_figures()
+    for label, row in figures.items():
+        if label != HOLDOUT:
+            for name in FIGURES:
+                total[name] += row[name]
+    return total
+
+
+def variant_goal_metrics(*, run: Run) -> dict[int, dict]:
+    """For the automatic winner, counted now: ``{variant_id: {"name", "sent", "conversions", "revenue",
+    "conversion_rate", "revenue_per_send"}}`` from the run's figures (``conversions``: its sends with an attributed
+    conversion; the caller brings the attribution up to date first)."""
+    figures = runs_figures([run.pk])[run.pk]
+    metrics: dict[int, dict] = {}
+    for variant in run.campaign.variants.order_by("id"):
+        row = figures.get(variant.name, empty_figures())
+        sent = row["sent"]
+        metrics[variant.pk] = {
+            "name": variant.name,
+            "sent": sent,
+            "conversions": row["converted"],
+            "revenue": row["revenue"],
+            "conversion_rate": row["converted"] / sent if sent else 0.0,
+            "revenue_per_send": float(row["revenue"]) / sent if sent else 0.0,
+        }
+    return metrics

@@ -47,6 +47,14 @@ def attribute_conversions() -> None:
     conversions_attribute()
 
 
+@shared_task(name="campaigns.store_run_figures", ignore_result=True)
+def store_run_figures() -> None:
+    """Hourly from beat: the report figures of settled runs, counted once and stored (refreshed daily for 30 days)."""
+    from campaigns.services.run_figures import runs_store_figures
+
+    runs_store_figures()
+
+
 @shared_task(name="campaigns.rebuild_conversions", ignore_result=True)
 def rebuild_conversions(campaign_id: int) -> None:
     """After a campaign's goal, window or basis changed: its conversions counted again by the new rule."""

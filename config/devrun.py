@@ -25,6 +25,12 @@ from pathlib import Path
 
 COLOURS = ("\033[36m", "\033[33m", "\033[35m", "\033[32m", "\033[34m")
 RESET = "\033[0m"
+#: Processes sent SIGTERM again every RESIGNAL_SECONDS while they run on. Celery beat stops on SIGTERM by saving its
+#: schedule from inside the signal handler; a SIGTERM that lands while beat is still writing the schedule at start-up
+#: breaks that write, and django-celery-beat logs the error and carries on: beat would run until killed. A second
+#: SIGTERM, once the start-up is over, stops it cleanly. (Workers are signalled once: a repeat may mean a cold stop.)
+RESIGNAL = {"beat"}
+RESIGNAL_SECONDS = 5.0
 
 
 @dataclass
@@ -110,7 +116,14 @@ class Runner:
         self.say("system", f"{reason}: stopping all processes (up to {self.stop_timeout:.0f} s)")
         self._signal_all(signal.SIGTERM, group=False)
         deadline = time.monotonic() + self.stop_timeout
+        again = time.monotonic() + RESIGNAL_SECONDS
         while time.monotonic() < deadline and any(p.popen.poll() is None for p in self.processes if p.popen):
+            if time.monotonic() >= again:  # see RESIGNAL: a beat still starting may have swallowed the first one
+                again += RESIGNAL_SECONDS
+                for process in self.processes:
+                    if process.name in RESIGNAL and process.popen and process.popen.poll() is None:
+                        with contextlib.suppress(ProcessLookupError):
+                            process.popen.send_signal(signal.SIGTERM)
             time.sleep(0.1)
         left = [p.name for p in self.processes if p.popen and p.popen.poll() is None]
         if left:

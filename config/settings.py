@@ -409,6 +409,12 @@ CELERY_BEAT_SCHEDULE["campaigns-attribute-conversions"] = {
     "schedule": LOOP_ATTRIBUTION_SECONDS,
     "options": {"expires": LOOP_ATTRIBUTION_SECONDS},
 }
+# Report figures of settled runs stored once (campaigns.services.run_figures), so reports count only open runs.
+CELERY_BEAT_SCHEDULE["campaigns-store-run-figures"] = {
+    "task": "campaigns.store_run_figures",
+    "schedule": crontab(minute=17),
+    "options": {"expires": 3000},
+}
 # --- SMS and KakaoTalk providers (issue #8; docs/channels.md). Credentials only from the environment. ------------
 LOOP_SOLAPI_API_KEY = env.str("SOLAPI_API_KEY", default="")
 LOOP_SOLAPI_API_SECRET = env.str("SOLAPI_API_SECRET", default="")

@@ -13,6 +13,7 @@ from django.utils import translation
 from campaigns.ab_report import ab_report, winner_in_words
 from campaigns.models import Run, Send
 from campaigns.services.attribution import conversions_attribute
+from campaigns.services.run_figures import runs_store_figures
 from campaigns.tests.factories import CampaignFactory
 from campaigns.tests.test_admin import report_row
 from crm.models import Contact
@@ -113,6 +114,22 @@ def test_the_run_report_page_shows_them_in_korean(ab_run, admin_client):
     assert "리프트 200.0%" in lift
     assert "증분 전환 약 40.0건" in lift
     assert "대조군보다 유의미하게 많음" in lift
+
+
+def test_a_settled_runs_report_reads_its_stored_figures_and_says_so(ab_run, admin_client, admin_user, time_machine):
+    url = reverse("admin:campaigns_run_change", args=[ab_run.pk])
+    live = report_row(admin_client.get(url).content.decode(), "variant", "B")
+    Run.objects.filter(pk=ab_run.pk).update(finished_at=T)
+    settled = T + timedelta(hours=ab_run.campaign.attribution_window_hours, days=1)
+    assert runs_store_figures(now=settled) == 1
+    time_machine.move_to(settled + timedelta(hours=2), tick=False)
+    admin_client.force_login(admin_user)  # days later: a new session
+    Send.objects.filter(run=ab_run, variant__name="B").update(clicked_at=None)  # not seen until the daily refresh
+
+    page = admin_client.get(url).content.decode()
+
+    assert report_row(page, "variant", "B") == live
+    assert f"{settled.astimezone(ZoneInfo('Asia/Seoul')):%Y-%m-%d %H:%M}에 집계" in page
 
 
 def test_the_winner_decision_in_words():

@@ -9,6 +9,8 @@ import pytest
 
 from campaigns.models import Campaign, DeliveryStatus, Run, Send
 from campaigns.reports import campaign_runs, daily_rates, next_runs, runs_between, totals
+from campaigns.services.attribution import conversions_attribute
+from campaigns.services.run_figures import runs_store_figures
 from campaigns.tests.factories import CampaignFactory, SendFactory
 from crm.tests.factories import ContactFactory, EventFactory
 
@@ -26,7 +28,9 @@ def _fresh_cache():
 
 
 def sent(run, *, at, **fields):
-    return SendFactory(campaign=run.campaign, run=run, status=Send.Status.SENT, sent_at=at, due_at=at, **fields)
+    return SendFactory(
+        campaign=run.campaign, run=run, status=Send.Status.SENT, sent_at=at, due_at=at, created_at=at, **fields
+    )
 
 
 @pytest.fixture
@@ -54,6 +58,7 @@ def test_campaign_runs_counts_each_run_side_by_side(recurring):
     sent(second, at=later, contact=a, clicked_at=later)
     sent(second, at=later, contact=b)
     EventFactory(contact=b, name="Order Completed", occurred_at=later + timedelta(hours=1))
+    conversions_attribute(now=T0 + timedelta(days=30))
 
     rows = campaign_runs(recurring)
 
@@ -91,6 +96,7 @@ def test_daily_rates_bucket_by_local_day_with_every_day_present(recurring, setti
     EventFactory(contact=x.contact, name="Order Completed", occurred_at=late + timedelta(hours=2))
     EventFactory(contact=y.contact, name="Signed Up", occurred_at=late + timedelta(minutes=30))
     EventFactory(contact=y.contact, name="Order Completed", occurred_at=late + timedelta(minutes=30))
+    conversions_attribute(now=late + timedelta(days=30))
 
     rows = daily_rates(since=datetime(2026, 2, 28, tzinfo=SEOUL), until=datetime(2026, 3, 4, tzinfo=SEOUL))
 
@@ -131,7 +137,7 @@ def test_runs_between_and_next_runs(time_machine):
     assert upcoming[1]["next_run_at"] == T0 + timedelta(days=7)
 
 
-def test_a_settled_runs_figures_are_kept_and_an_open_ones_counted_again(recurring, time_machine):
+def test_a_settled_runs_stored_figures_are_shown_and_an_open_ones_counted_again(recurring, time_machine):
     time_machine.move_to(T0 + timedelta(days=10), tick=False)
     settled = Run.objects.create(
         campaign=recurring, scheduled_for=T0, status=Run.Status.COMPLETED, finished_at=T0 + timedelta(minutes=5)
@@ -144,10 +150,12 @@ def test_a_settled_runs_figures_are_kept_and_an_open_ones_counted_again(recurrin
     )
     sent(settled, at=T0)
     sent(recent, at=T0 + timedelta(days=9))
+    assert runs_store_figures() == 1  # the settled one (72 h window + 1 day); the recent one is still open
     assert [row["sent"] for row in campaign_runs(recurring)] == [1, 1]
-    # A receipt that arrives after the run settled (72 h window + 1 day) is not counted for a day.
+    # A send that changes after the run settled is not counted until the daily refresh of its figures.
     sent(settled, at=T0, clicked_at=T0 + timedelta(days=9))
     sent(recent, at=T0 + timedelta(days=9))
     assert [row["sent"] for row in campaign_runs(recurring)] == [1, 2]
     time_machine.move_to(T0 + timedelta(days=11, hours=1), tick=False)
+    assert runs_store_figures() == 1
     assert [row["sent"] for row in campaign_runs(recurring)] == [2, 2]

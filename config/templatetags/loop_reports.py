@@ -1,13 +1,16 @@
 """``{% load loop_reports %}``: ``{{ value|report_cell }}`` shows a report cell (rates as 12.3 %, counts as 1,234,
-times in the workspace time zone)."""
+money as ₩39,000, times in the workspace time zone)."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import Decimal
 
 from django import template
 from django.contrib.humanize.templatetags.humanize import intcomma
 from django.utils import timezone
+
+from config.formatting import money
 
 register = template.Library()
 
@@ -20,6 +23,8 @@ def report_cell(value):
         return value
     if isinstance(value, float):
         return f"{value:.1%}"
+    if isinstance(value, Decimal):  # amounts of money (revenue)
+        return money(value)
     if isinstance(value, int):
         return intcomma(value)
     if isinstance(value, datetime):

@@ -11,6 +11,7 @@ import pytest
 from django.utils import timezone
 
 from campaigns.models import Campaign, Run, Send
+from campaigns.services.attribution import conversions_attribute
 from campaigns.tests.factories import CampaignFactory
 from crm.models import Contact, Event, Source
 from crm.tests.factories import ContactFactory
@@ -60,6 +61,7 @@ def reports_world(settings):
                     channel="email",
                     status=Send.Status.SENT if roll > 0.05 else Send.Status.SKIPPED,
                     due_at=at,
+                    created_at=at,
                     sent_at=at if roll > 0.05 else None,
                     delivered_at=at if roll > 0.08 else None,
                     opened_at=at if 0.05 < roll < 0.4 + week * 0.03 else None,
@@ -73,12 +75,14 @@ def reports_world(settings):
                         source=source,
                         message_id=f"o-{week}-{contact.pk}",
                         name="Order Completed",
-                        occurred_at=at + timedelta(hours=3),
-                        received_at=at + timedelta(hours=3),
+                        properties={"revenue": rng.choice((29000, 39000, 59000))},
+                        occurred_at=at + timedelta(minutes=30),
+                        received_at=at + timedelta(minutes=30),
                     )
                 )
     Send.objects.bulk_create(sends)
     Event.objects.bulk_create(events)
+    assert conversions_attribute(now=now) == len(events)  # beat's attribution pass: every order converts once
 
     journey = Journey.objects.create(
         name="서비스 이후 관리",

@@ -13,6 +13,7 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from campaigns.models import Campaign, Run, Send
+from campaigns.services.attribution import conversions_attribute
 from campaigns.tests.factories import CampaignFactory, SendFactory
 from crm.tests.factories import ContactFactory, EventFactory, user_with_role
 
@@ -52,10 +53,21 @@ def promo(time_machine):
     )
     sent_at = NOW - timedelta(hours=5)
     buyer = ContactFactory()
-    SendFactory(campaign=campaign, run=run, contact=buyer, status="sent", sent_at=sent_at, clicked_at=sent_at)
+    SendFactory(
+        campaign=campaign,
+        run=run,
+        contact=buyer,
+        status="sent",
+        sent_at=sent_at,
+        clicked_at=sent_at,
+        created_at=sent_at,
+    )
     SendFactory(campaign=campaign, run=run, status=Send.Status.SENT, sent_at=sent_at, opened_at=sent_at)
     SendFactory(campaign=campaign, run=run, status=Send.Status.SKIPPED)
-    EventFactory(contact=buyer, name="Order Completed", occurred_at=sent_at + timedelta(hours=1))
+    EventFactory(
+        contact=buyer, name="Order Completed", occurred_at=sent_at + timedelta(hours=1), properties={"revenue": 45000}
+    )
+    conversions_attribute(now=NOW + timedelta(minutes=5))  # beat's attribution pass
     old = Run.objects.create(campaign=campaign, scheduled_for=NOW - timedelta(days=7), status=Run.Status.COMPLETED)
     SendFactory(campaign=campaign, run=old, status=Send.Status.SENT, sent_at=NOW - timedelta(days=7))
     return campaign
@@ -118,6 +130,8 @@ def test_the_recurring_campaigns_page_charts_its_runs_and_exports_them(admin_cli
     chart = json.loads(page.split('id="loop-runs-chart-data" type="application/json">')[1].split("</script>")[0])
     assert chart["labels"] == ["2026-03-01 15:00", "2026-03-08 10:00"]
     assert [d["data"] for d in chart["datasets"]] == [[1, 2], [0, 1], [0, 1]]  # sent, clicked, converted
+    runs_table = page[page.index('id="report-runs"') :]
+    assert "<td>₩45,000</td>" in runs_table[: runs_table.index("</table>")]  # the buyer's order, as money
     csv = admin_client.get(url, {"format": "csv", "table": "runs"}).content.decode("utf-8-sig").splitlines()
     assert len(csv) == 3
     one_off = CampaignFactory()

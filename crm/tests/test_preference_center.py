@@ -112,6 +112,7 @@ def test_a_post_without_the_csrf_token_is_refused(contact):
         signing.dumps({"c": 1}, salt="loop.campaigns.unsubscribe"),  # signed for something else
         signing.dumps({"contact": 1}, salt=SALT),  # right salt, no contact id
     ],
+    ids=["forged", "bad-signature", "other-salt", "no-contact-id"],  # the signed ones carry a timestamp: fixed ids
 )
 def test_forged_or_foreign_tokens_answer_400(client, contact, token):
     response = client.get(f"/p/{token}/")
