@@ -27,7 +27,7 @@ from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.text import Truncator
+from django.utils.text import Truncator, format_lazy
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
@@ -63,7 +63,7 @@ from crm.models import (
 )
 from crm.phones import DEFAULT_REGION, InvalidPhoneNumber, normalize_phone, phone_search_variants
 from crm.roles import ERASE_PERMISSION
-from crm.services.apikeys import api_key_create, api_key_revoke
+from crm.services.apikeys import api_key_create, api_key_remove_scope, api_key_revoke
 from crm.services.contacts import contact_erase
 from crm.services.event_processing import events_backlog, events_retry_failed
 from crm.services.ingest import events_process_soon
@@ -837,6 +837,22 @@ class ApiKeyStatusFilter(admin.SimpleListFilter):
         return queryset
 
 
+#: What each scope allows, shown next to it when a key is created.
+SCOPE_HELP = {
+    ApiKey.Scope.WRITE_EVENTS: _(
+        "the tracking endpoints (track, identify, page, …), POST /events and journey enrollments. The only scope for "
+        "a key embedded in a web page or an app, where anyone can extract it."
+    ),
+    ApiKey.Scope.WRITE_CONTACTS: _(
+        "PUT and DELETE /contacts/{external_id}: overwrite or erase any contact. Server-side keys only."
+    ),
+    ApiKey.Scope.READ_CONTACTS: _(
+        "every contact with profile, consent, cart, coupons and orders. Server-side keys you trust with the whole "
+        "customer base only."
+    ),
+}
+
+
 class ApiKeyCreateForm(forms.Form):
     name = forms.CharField(label=_("name"), max_length=100, help_text=_("What uses the key, e.g. 'shop backend'."))
     source = forms.ModelChoiceField(
@@ -844,9 +860,10 @@ class ApiKeyCreateForm(forms.Form):
     )
     scopes = forms.MultipleChoiceField(
         label=_("scopes"),
-        choices=ApiKey.Scope.choices,
+        choices=[(value, format_lazy("{}: {}", label, SCOPE_HELP[value])) for value, label in ApiKey.Scope.choices],
         initial=[ApiKey.Scope.WRITE_EVENTS],
         widget=forms.CheckboxSelectMultiple,
+        help_text=_("A key in a web page or an app can be read by anyone who looks: give it Write events only."),
     )
 
 
@@ -870,7 +887,7 @@ class ApiKeyAdmin(ReadOnlyModelAdmin):
     ]
     readonly_fields = fields
     exclude = ["key_hash"]
-    actions = ["revoke_keys"]
+    actions = ["revoke_keys", "remove_write_contacts"]
 
     def has_add_permission(self, request) -> bool:
         return request.user.has_perm("crm.add_apikey")
@@ -909,8 +926,19 @@ class ApiKeyAdmin(ReadOnlyModelAdmin):
             revoked += 1
         self.message_user(request, _("%(n)d API key(s) revoked.") % {"n": revoked}, messages.SUCCESS)
 
+    @admin.action(description=_("Remove the scope Write contacts from the selected API keys"), permissions=["change"])
+    def remove_write_contacts(self, request, queryset):
+        changed = 0
+        for key in queryset.filter(revoked_at__isnull=True):
+            if api_key_remove_scope(key=key, scope=ApiKey.Scope.WRITE_CONTACTS):
+                self.log_change(request, key, [{"changed": {"fields": ["scopes"]}}])
+                changed += 1
+        self.message_user(
+            request, _("Write contacts removed from %(n)d API key(s).") % {"n": changed}, messages.SUCCESS
+        )
+
     def has_change_permission(self, request, obj=None) -> bool:
-        # Only the revoke action changes a key; there is no edit form.
+        # Only the actions (revoke, remove a scope) change a key; there is no edit form.
         return obj is None and request.user.has_perm("crm.change_apikey")
 
     @admin.display(description=_("prefix"), ordering="prefix")

@@ -54,7 +54,10 @@ class ApiKey(models.Model):
     """A secret key a source authenticates with. Only its SHA-256 hash is stored; the key is shown once."""
 
     class Scope(models.TextChoices):
-        WRITE_EVENTS = "write_events", _("Write events and contacts")
+        #: The tracking endpoints, POST /events, journey enrollments: what a key embedded in a web page or app needs.
+        WRITE_EVENTS = "write_events", _("Write events")
+        #: PUT and DELETE /contacts/{external_id}: overwrite or erase any contact. Server-side keys only.
+        WRITE_CONTACTS = "write_contacts", _("Write contacts")
         READ_CONTACTS = "read_contacts", _("Read contacts")
 
     source = models.ForeignKey(Source, verbose_name=_("source"), on_delete=models.PROTECT, related_name="api_keys")

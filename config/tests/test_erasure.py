@@ -250,7 +250,7 @@ def test_api_delete_erases_everywhere(person):
     _key, raw = api_key_create(
         source=Source.objects.get(name="shop"),
         name="shop",
-        scopes=[ApiKey.Scope.READ_CONTACTS, ApiKey.Scope.WRITE_EVENTS],
+        scopes=[ApiKey.Scope.READ_CONTACTS, ApiKey.Scope.WRITE_CONTACTS],
     )
     client = APIClient(HTTP_AUTHORIZATION="Basic " + base64.b64encode(f"{raw}:".encode()).decode())
     assert client.delete(f"/api/v1/contacts/{EXTERNAL_ID}").status_code == 204

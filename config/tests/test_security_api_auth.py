@@ -160,3 +160,28 @@ def test_a_write_only_key_reads_nothing(keys):
         response = call("get", path, write_only)
         assert response.status_code == 403
         assert b"minjun" not in response.content
+
+
+def test_a_key_for_events_cannot_overwrite_or_erase_contacts(keys):
+    """The write key a shop embeds in its web pages (write_events only) is public: it posts events, nothing more."""
+    Contact.objects.create(external_id="u1", email="minjun@example.com")
+    events_only = basic(keys[ApiKey.Scope.WRITE_EVENTS])
+    assert_refused(call("put", "/api/v1/contacts/u1", events_only, {"email": "thief@example.com"}), 403)
+    assert_refused(call("put", "/api/v1/contacts/u2", events_only, {"email": "new@example.com"}), 403)
+    assert_refused(call("delete", "/api/v1/contacts/u1", events_only), 403)
+    assert list(Contact.objects.values_list("external_id", "email", "erased_at")) == [
+        ("u1", "minjun@example.com", None)
+    ]
+    assert call("post", "/api/v1/track", events_only, {"userId": "u1", "event": "Viewed"}).status_code == 200
+
+
+def test_a_key_for_contacts_overwrites_and_erases_them(keys):
+    Contact.objects.create(external_id="u1", email="minjun@example.com")
+    contacts = basic(keys[ApiKey.Scope.WRITE_CONTACTS])
+    response = call("put", "/api/v1/contacts/u1", contacts, {"email": "min@example.com"})
+    assert response.status_code == 200, response.content[:300]
+    assert call("put", "/api/v1/contacts/u2", contacts, {"email": "new@example.com"}).status_code == 201
+    assert call("delete", "/api/v1/contacts/u1", contacts).status_code == 204
+    assert not Contact.objects.not_erased().filter(external_id="u1").exists()
+    assert Contact.objects.get(external_id="u2").email == "new@example.com"
+    assert_refused(call("post", "/api/v1/track", contacts, {"userId": "u1", "event": "Viewed"}), 403)

@@ -81,9 +81,14 @@ class HasScope(permissions.BasePermission):
         key = request.auth
         if not isinstance(key, ApiKey):
             return False
-        scopes = getattr(view, "required_scopes", None)
-        scope = scopes.get(request.method) if scopes else getattr(view, "required_scope", None)
+        scope = view_scope(view, request.method)
         return scope is None or key.has_scope(scope)
+
+
+def view_scope(view, method: str) -> str | None:
+    """The scope a key needs for ``method`` on ``view``: ``required_scopes[method]`` or ``required_scope``."""
+    scopes = getattr(view, "required_scopes", None)
+    return scopes.get(method.upper()) if scopes else getattr(view, "required_scope", None)
 
 
 class WriteKeyAuthenticationScheme(OpenApiAuthenticationExtension):

@@ -4,6 +4,7 @@ the validation accepts (the schema fuzz test, ``crm/tests/test_api_fuzz.py``, ch
 
 from __future__ import annotations
 
+import datetime
 import zoneinfo
 
 from django.utils.translation import gettext_lazy as _
@@ -11,8 +12,9 @@ from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiSerial
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from crm.blanks import NON_BLANK_PATTERN, strip_blanks
 from crm.emails import email_domain_lowercased
-from crm.ingest.messages import MAX_ID_LENGTH, MAX_NAME_LENGTH
+from crm.ingest.messages import EDGE_DAYS_PATTERN, MAX_ID_LENGTH, MAX_NAME_LENGTH, on_an_edge_day
 from crm.models import Cart, ConsentPurpose, Contact, Coupon, Order
 from crm.phones import InvalidPhoneNumber, normalize_phone
 from crm.services.tracking import MAX_BATCH_MESSAGES
@@ -21,15 +23,24 @@ from crm.services.tracking import MAX_BATCH_MESSAGES
 
 
 class StrictCharField(serializers.CharField):
-    """A JSON string; ``max_length`` counts the characters as sent, before surrounding blanks are trimmed."""
+    """A JSON string; ``max_length`` counts the characters as sent, before surrounding blanks are trimmed. Blanks
+    are the API's (``crm.blanks``), not ``str.strip()``'s: DRF's own trimming is off."""
 
     default_error_messages = {"invalid": _("Must be a string.")}
+
+    def __init__(self, **kwargs):
+        super().__init__(**{**kwargs, "trim_whitespace": False})
+
+    def run_validation(self, data=serializers.empty):
+        if isinstance(data, str):
+            if self.max_length is not None and len(data) > self.max_length:
+                self.fail("max_length", max_length=self.max_length)
+            data = strip_blanks(data)
+        return super().run_validation(data)
 
     def to_internal_value(self, data):
         if not isinstance(data, str):
             self.fail("invalid")
-        if self.max_length is not None and len(data) > self.max_length:
-            self.fail("max_length", max_length=self.max_length)
         return super().to_internal_value(data)
 
 
@@ -43,7 +54,7 @@ class NonBlankScheme(OpenApiSerializerFieldExtension):
 
     def map_serializer_field(self, auto_schema, direction):
         schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
-        return {**schema, "pattern": r"\S"}
+        return {**schema, "pattern": NON_BLANK_PATTERN}
 
 
 class StrictEmailField(serializers.EmailField):
@@ -71,12 +82,17 @@ class StrictBooleanField(serializers.BooleanField):
 # id or timestamp, count as not given; objects may be null.
 
 #: An id that must be given: a string with a non-blank character (blanks around it are trimmed), or an integer.
-ID_SCHEMA = {"oneOf": [{"type": "string", "maxLength": MAX_ID_LENGTH, "pattern": r"\S"}, {"type": "integer"}]}
+ID_SCHEMA = {
+    "oneOf": [{"type": "string", "maxLength": MAX_ID_LENGTH, "pattern": NON_BLANK_PATTERN}, {"type": "integer"}]
+}
 #: An id that may be left out: also null or blank.
 OPTIONAL_ID_SCHEMA = {"oneOf": [{"type": "string", "maxLength": MAX_ID_LENGTH, "nullable": True}, {"type": "integer"}]}
 #: A time that may be left out: an ISO 8601 date and time, null or "".
 TIMESTAMP_SCHEMA = {
-    "oneOf": [{"type": "string", "format": "date-time", "nullable": True}, {"type": "string", "maxLength": 0}]
+    "oneOf": [
+        {"type": "string", "format": "date-time", "pattern": EDGE_DAYS_PATTERN, "nullable": True},
+        {"type": "string", "maxLength": 0},
+    ]
 }
 
 
@@ -127,7 +143,7 @@ class _SingleMessage(_MessageBase):
     )
 
 
-@extend_schema_field({"type": "string", "maxLength": MAX_NAME_LENGTH, "pattern": r"\S"})
+@extend_schema_field({"type": "string", "maxLength": MAX_NAME_LENGTH, "pattern": NON_BLANK_PATTERN})
 class EventNameField(serializers.CharField):
     pass
 
@@ -278,6 +294,20 @@ class ErrorSerializer(serializers.Serializer):
 # --- Native resources ------------------------------------------------------------------------------------------
 
 
+@extend_schema_field({"type": "string", "format": "date-time", "pattern": EDGE_DAYS_PATTERN})
+class EventTimeField(serializers.DateTimeField):
+    """A time converted to UTC (not ``TIME_ZONE``: whether a time fits the years 1-9999 must not depend on the
+    deployment), refused on an edge day as the tracking endpoints do (``crm.ingest.messages.on_an_edge_day``)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(default_timezone=datetime.UTC, **kwargs)
+
+    def enforce_timezone(self, value):
+        if on_an_edge_day(value):
+            self.fail("overflow")
+        return super().enforce_timezone(value)
+
+
 class NativeEventSerializer(serializers.Serializer):
     """The shop's own event format for POST /api/v1/events (one object or a list)."""
 
@@ -286,7 +316,7 @@ class NativeEventSerializer(serializers.Serializer):
     anonymous_id = NonBlankCharField(required=False, max_length=MAX_ID_LENGTH)
     name = NonBlankCharField(max_length=MAX_NAME_LENGTH)
     properties = serializers.DictField(required=False)
-    occurred_at = serializers.DateTimeField(required=False)
+    occurred_at = EventTimeField(required=False)
 
     def validate(self, attrs):
         if not attrs.get("external_id") and not attrs.get("anonymous_id"):

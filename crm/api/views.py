@@ -15,7 +15,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from crm.api.authentication import HasScope, WriteKeyAuthentication
+from crm.api.authentication import HasScope, WriteKeyAuthentication, view_scope
 from crm.api.exceptions import error_response
 from crm.api.parsers import TrackingJSONParser, TrackingTextParser
 from crm.api.serializers import (
@@ -36,7 +36,8 @@ from crm.api.serializers import (
     TrackMessageSerializer,
 )
 from crm.api.throttling import ApiKeyThrottle
-from crm.ingest.messages import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES
+from crm.blanks import TRIMMED_ID_PATTERN, strip_blanks
+from crm.ingest.messages import MAX_BATCH_BYTES, MAX_ID_LENGTH, MAX_MESSAGE_BYTES
 from crm.models import ApiKey, Cart, Consent, Contact
 from crm.services.contacts import contact_erase, contact_upsert
 from crm.services.tracking import MAX_BATCH_MESSAGES, PayloadError, tracking_ingest
@@ -48,9 +49,29 @@ ERRORS = {
     429: OpenApiResponse(ErrorSerializer, description="Rate limited; retry after the Retry-After seconds."),
 }
 CONTACT_ERRORS = {**ERRORS, 404: OpenApiResponse(ErrorSerializer, description="No contact has this external id.")}
+#: The id ``PUT /contacts/{external_id}`` accepts (anything else is answered 400).
+NEW_EXTERNAL_ID = OpenApiParameter(
+    "external_id",
+    {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": TRIMMED_ID_PATTERN},
+    OpenApiParameter.PATH,
+    description="The shop's id of the contact: 1 to 255 characters, without NUL, neither starting nor ending with a "
+    "blank (what \\s matches in JSON Schema patterns, i.e. what JavaScript's trim() removes).",
+)
 
 
-class BodyRequiredAutoSchema(AutoSchema):
+class ScopedAutoSchema(AutoSchema):
+    """Each operation's description ends with the API key scope it needs."""
+
+    def get_description(self):
+        description = super().get_description()
+        scope = view_scope(self.view, self.method)
+        if scope is None:
+            return description
+        needs = f"Needs an API key with the scope `{scope}`."
+        return f"{description}\n\n{needs}" if description else needs
+
+
+class BodyRequiredAutoSchema(ScopedAutoSchema):
     """The request body is required even when no single field of it is (a message needs userId *or* anonymousId)."""
 
     def _get_request_body(self, direction="request"):
@@ -61,6 +82,7 @@ class BodyRequiredAutoSchema(AutoSchema):
 
 
 class ApiKeyView(APIView):
+    schema = ScopedAutoSchema()
     authentication_classes = [WriteKeyAuthentication]
     permission_classes = [HasScope]
     throttle_classes = [ApiKeyThrottle]
@@ -247,8 +269,9 @@ class ContactDetailView(ApiKeyView):
     parser_classes = [TrackingJSONParser]
     required_scopes = {
         "GET": ApiKey.Scope.READ_CONTACTS,
-        "PUT": ApiKey.Scope.WRITE_EVENTS,
-        "DELETE": ApiKey.Scope.WRITE_EVENTS,
+        # Not write_events: a key embedded in a web page or app (extractable) must not overwrite or erase contacts.
+        "PUT": ApiKey.Scope.WRITE_CONTACTS,
+        "DELETE": ApiKey.Scope.WRITE_CONTACTS,
     }
 
     @extend_schema(tags=["contacts"], responses={200: ContactSerializer, **CONTACT_ERRORS})
@@ -258,14 +281,15 @@ class ContactDetailView(ApiKeyView):
 
     @extend_schema(
         tags=["contacts"],
+        parameters=[NEW_EXTERNAL_ID],
         request=ContactWriteSerializer,
         responses={200: ContactSerializer, 201: ContactSerializer, **ERRORS},
         summary="Create or update the contact with this external id.",
     )
     def put(self, request, external_id: str):
-        if len(external_id) > 255:
+        if len(external_id) > MAX_ID_LENGTH:
             return error_response(message=_("The external id is longer than 255 characters."))
-        if external_id != external_id.strip() or not external_id:
+        if external_id != strip_blanks(external_id) or not external_id:
             return error_response(message=_("The external id must not be blank or start or end with spaces."))
         if "\x00" in external_id:
             return error_response(message=_("The external id may not contain NUL characters."))

@@ -22,7 +22,7 @@ import json
 import re
 import zoneinfo
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -30,6 +30,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.utils.translation import gettext as _
 
+from crm.blanks import strip_blanks
 from crm.emails import email_domain_lowercased
 from crm.phones import InvalidPhoneNumber, normalize_phone
 
@@ -127,12 +128,28 @@ def json_size(value: Any) -> int:
         return len(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode(errors="replace"))
 
 
+#: A time on the first day datetime can hold with an offset ahead of UTC, or on the last day with one behind it, may
+#: lie outside the years 1-9999 in UTC (``9999-12-31T23:00:00-05:00`` is year 10000) and is refused even when it
+#: does not: a rule on the text, which the schema states with this pattern, rather than on arithmetic.
+EDGE_DAYS_PATTERN = r"^(?!0001-01-01.[^+]*\+(?!00:00)|9999-12-31.[^-]*-(?!00:00))"
+
+
+def on_an_edge_day(parsed: datetime) -> bool:
+    """The rule of ``EDGE_DAYS_PATTERN`` on a parsed time."""
+    offset = parsed.utcoffset() or timedelta(0)
+    return (parsed.date() == date.min and offset > timedelta(0)) or (
+        parsed.date() == date.max and offset < timedelta(0)
+    )
+
+
 def parse_timestamp(value: Any) -> datetime:
-    """An ISO 8601 date and time as an aware datetime in UTC; ValueError when it is not one or is out of range
-    (e.g. ``9999-12-31T23:00:00-05:00``, which is year 10000 in UTC and could not be stored)."""
+    """An ISO 8601 date and time as an aware datetime in UTC; ValueError when it is not one or lies on an edge day
+    (``on_an_edge_day``)."""
     if not isinstance(value, str) or not value:
         raise ValueError
     parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    if on_an_edge_day(parsed):
+        raise ValueError(value)
     try:
         return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     except OverflowError:
@@ -150,7 +167,7 @@ def _identifier(raw: dict, key: str, errors: dict[str, list[str]]) -> str | None
     if len(text) > MAX_ID_LENGTH:
         errors.setdefault(key, []).append(_("At most %(n)d characters.") % {"n": MAX_ID_LENGTH})
         return None
-    return text.strip() or None
+    return strip_blanks(text) or None
 
 
 def _object(raw: dict, key: str, errors: dict[str, list[str]]) -> dict:
@@ -193,18 +210,20 @@ def parse_profile(traits: dict, errors: dict[str, list[str]], prefix: str) -> Pr
     name = traits.get("name")
     first = traits.get("firstName", traits.get("first_name"))
     last = traits.get("lastName", traits.get("last_name"))
-    if isinstance(name, str) and name.strip():
-        profile.name = name.strip()[:200]
+    full_name = strip_blanks(name) if isinstance(name, str) else ""
+    if full_name:
+        profile.name = full_name[:200]
     elif isinstance(first, str) or isinstance(last, str):
-        first_s, last_s = (first or "").strip(), (last or "").strip()
+        first_s, last_s = strip_blanks(first or ""), strip_blanks(last or "")
         # Korean names are written family name first, without a space (홍 + 길동 → 홍길동).
         if _HANGUL.search(first_s + last_s):
             profile.name = f"{last_s}{first_s}"[:200] or None
         else:
             profile.name = " ".join(p for p in (first_s, last_s) if p)[:200] or None
     locale = traits.get("locale")
-    if isinstance(locale, str) and locale.strip():
-        profile.locale = locale.strip()[:20]
+    locale = strip_blanks(locale) if isinstance(locale, str) else ""
+    if locale:
+        profile.locale = locale[:20]
     tz = traits.get("timezone", traits.get("time_zone"))
     if tz not in (None, ""):
         try:
@@ -277,23 +296,22 @@ def parse_message(
 
     if kind == "track":
         event = raw.get("event")
-        if not isinstance(event, str) or not event.strip():
+        name = strip_blanks(event) if isinstance(event, str) else ""
+        if not name:
             errors.setdefault("event", []).append(_("A track call needs the event name."))
-            name = ""
         elif len(event) > MAX_NAME_LENGTH:
             errors.setdefault("event", []).append(_("At most %(n)d characters.") % {"n": MAX_NAME_LENGTH})
             name = ""
-        else:
-            name = event.strip()
     else:
         page_name = raw.get("name") if kind in ("page", "screen") else None
         if page_name is not None and not isinstance(page_name, str):
             errors.setdefault("name", []).append(_("Must be a string."))
             page_name = None
-        name = (page_name or "").strip()[:MAX_NAME_LENGTH] or DEFAULT_NAMES.get(kind or "", "")
+        name = strip_blanks(page_name or "")[:MAX_NAME_LENGTH] or DEFAULT_NAMES.get(kind or "", "")
 
     properties = _object(raw, "properties", errors)
-    traits = _object(raw, "traits", errors)
+    # Only identify and group carry traits (Segment's spec); other types' schemas do not name the key: ignored.
+    traits = _object(raw, "traits", errors) if kind in ("identify", "group") else {}
     context = {**(batch_context or {}), **_object(raw, "context", errors)}
     integrations = _object(raw, "integrations", errors)
     if batch_integrations or integrations:

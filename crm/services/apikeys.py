@@ -73,3 +73,14 @@ def api_key_revoke(*, key: ApiKey) -> ApiKey:
         key.save(update_fields=["revoked_at"])
     _key_cache.pop(key.key_hash, None)
     return key
+
+
+def api_key_remove_scope(*, key: ApiKey, scope: str) -> bool:
+    """Take ``scope`` from the key (e.g. ``write_contacts`` from a key embedded in a web page); False if it had none.
+    Like a revocation: at once in this process, within ``KEY_CACHE_SECONDS`` in the others."""
+    if scope not in key.scopes:
+        return False
+    key.scopes = [kept for kept in key.scopes if kept != scope]
+    key.save(update_fields=["scopes"])
+    _key_cache.pop(key.key_hash, None)
+    return True

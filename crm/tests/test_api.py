@@ -34,9 +34,7 @@ def write_key(source):
 
 @pytest.fixture
 def read_write_key(source):
-    return api_key_create(
-        source=source, name="shop both", scopes=[ApiKey.Scope.WRITE_EVENTS, ApiKey.Scope.READ_CONTACTS]
-    )[1]
+    return api_key_create(source=source, name="shop backend, all scopes", scopes=list(ApiKey.Scope.values))[1]
 
 
 def basic(key):

@@ -2,7 +2,7 @@
 
 For every operation in the schema, Schemathesis generates schema-valid requests and invalid ones (wrong types,
 missing fields, values out of bounds, undocumented methods), sends them through Django's real WSGI handler with a
-valid API key that has both scopes (the fuzzer also negates it), and runs these checks (``CHECKS``):
+valid API key that has every scope (the fuzzer also negates it), and runs these checks (``CHECKS``):
 
 * ``not_a_server_error``: never a 5xx, whatever the input;
 * ``status_code_conformance``, ``content_type_conformance``, ``response_schema_conformance``,
@@ -25,7 +25,9 @@ from __future__ import annotations
 import base64
 import json
 import os
+from urllib.parse import quote
 
+import jsonschema_rs
 import phonenumbers
 import pytest
 import schemathesis
@@ -37,11 +39,13 @@ from hypothesis import strategies as st
 from rest_framework.response import Response
 from rest_framework.test import APIClient
 
+from crm.blanks import BLANKS
 from crm.models import ApiKey, Contact, Event, Source
 from crm.services.apikeys import api_key_create
 from crm.services.commerce import MAX_AMOUNT
 from crm.services.event_processing import events_process_pending
 from crm.services.tracking import tracking_ingest
+from crm.tests.test_blanks import NOT_BLANKS
 
 SCHEMA_PATH = "/api/schema/"
 SEED = 20261124
@@ -117,10 +121,10 @@ def persistent_connection(transactional_db):
 
 @pytest.fixture
 def api_key(persistent_connection) -> str:
-    """A valid key with both scopes, and the seeded contact with commerce state."""
+    """A valid key with every scope, and the seeded contact with commerce state."""
     cache.clear()  # rate-limit counters of earlier tests
     source = Source.objects.create(name="fuzz")
-    scopes = [ApiKey.Scope.WRITE_EVENTS, ApiKey.Scope.READ_CONTACTS]
+    scopes = list(ApiKey.Scope.values)
     raw = api_key_create(source=source, name="fuzz", scopes=scopes)[1]
     commerce = [
         ("Product Added", {"product_id": "p-1", "name": "셔츠", "price": 39000, "quantity": 2}),
@@ -168,7 +172,7 @@ def test_api_conforms_to_its_schema(case, api_key):
 def client(db) -> APIClient:
     cache.clear()
     source = Source.objects.create(name="shop")
-    scopes = [ApiKey.Scope.WRITE_EVENTS, ApiKey.Scope.READ_CONTACTS]
+    scopes = list(ApiKey.Scope.values)
     key = api_key_create(source=source, name="shop", scopes=scopes)[1]
     return APIClient(HTTP_AUTHORIZATION="Basic " + base64.b64encode(f"{key}:".encode()).decode())
 
@@ -266,3 +270,90 @@ def test_the_cart_of_a_contact_without_one_matches_the_schema(api_key):
         .call_and_validate(headers=auth)
     )
     assert response.json()["updated_at"] is None
+
+
+# --- Blanks: ``bench/api_fuzz 150`` found the schema calling ids valid that the API refused ---------------------
+# The API trimmed ids with str.strip(), which also removes U+001C–U+001F; the schema's \S (ECMA-262) keeps them.
+# Now both mean crm.blanks: each id below is accepted exactly when the schema calls it valid.
+
+BLANK_EDGES = [*(BLANKS + NOT_BLANKS), "O\x00O"]
+BLANK_EDGES += [c + "O" for c in BLANKS + NOT_BLANKS] + ["O" + c for c in BLANKS + NOT_BLANKS]
+
+
+def _validator(openapi: dict, schema: dict):
+    return jsonschema_rs.validator_for({**schema, "components": openapi["components"]}).is_valid
+
+
+def test_put_accepts_exactly_the_ids_its_path_parameter_allows(client):
+    openapi = client.get(SCHEMA_PATH, {"format": "json"}).json()
+    (parameter,) = openapi["paths"]["/api/v1/contacts/{external_id}"]["put"]["parameters"]
+    valid = _validator(openapi, parameter["schema"])
+    for external_id in BLANK_EDGES:
+        response = client.put(f"/api/v1/contacts/{quote(external_id, safe='')}", {}, format="json")
+        assert response.status_code in (201, 400), response.content[:200]
+        assert (response.status_code == 201) == valid(external_id), ascii(external_id)
+    assert Contact.objects.filter(external_id="\x1dO").exists()
+
+
+@pytest.mark.parametrize(
+    ("path", "component", "body"),
+    [
+        ("/api/v1/track", "TrackMessageRequest", lambda i, v: {"userId": v, "event": "A", "messageId": f"m{i}"}),
+        ("/api/v1/events", "NativeEventRequest", lambda i, v: {"external_id": v, "name": "A", "message_id": f"m{i}"}),
+        ("/api/v1/track", "TrackMessageRequest", lambda i, v: {"userId": "u1", "event": v, "messageId": f"n{i}"}),
+    ],
+)
+def test_tracking_accepts_exactly_the_ids_and_names_its_schema_allows(client, path, component, body):
+    openapi = client.get(SCHEMA_PATH, {"format": "json"}).json()
+    valid = _validator(openapi, {"$ref": f"#/components/schemas/{component}"})
+    for i, value in enumerate(BLANK_EDGES):
+        if "\x00" in value:
+            continue  # stored as U+FFFD (see above), valid either way
+        response = _post(client, path, json.dumps(body(i, value)))
+        assert response.status_code in (200, 400), response.content[:200]
+        assert (response.status_code == 200) == valid(body(i, value)), ascii(value)
+
+
+def test_ids_are_trimmed_of_blanks_only(client):
+    batch = [
+        {"type": "identify", "userId": "\u3000u1\ufeff", "messageId": "m1"},
+        {"type": "identify", "userId": "\x1c", "messageId": "m2"},
+    ]
+    assert _post(client, "/api/v1/batch", json.dumps({"batch": batch})).json()["stored"] == 2
+    events_process_pending()
+    assert set(Contact.objects.values_list("external_id", flat=True)) == {"u1", "\x1c"}
+
+
+# --- Also found by ``bench/api_fuzz 150``: times the schema calls valid that the API refused, and traits -----------
+
+
+@pytest.mark.parametrize(
+    ("time", "accepted"),
+    [
+        ("0001-01-01T01:01:01+03:04", False),  # year 0 in UTC
+        ("0001-01-01T05:00:00+03:00", False),  # exists in UTC, refused by the same rule
+        ("0001-01-01T00:00:00Z", True),  # Go's zero time
+        ("0001-01-01T00:00:00+00:00", True),
+        ("0001-01-01T01:00:00-03:00", True),
+        ("9999-12-31T23:00:00-05:00", False),  # year 10000 in UTC
+        ("9999-12-31T23:00:00+05:00", True),
+        ("9999-12-31T20:00:00Z", True),  # year 10000 in Asia/Seoul: the native endpoint converts to UTC now
+    ],
+)
+def test_times_on_the_edge_days_follow_the_schemas_pattern(client, time, accepted):
+    openapi = client.get(SCHEMA_PATH, {"format": "json"}).json()
+    track = {"userId": "u1", "event": "A", "messageId": f"t{time}", "originalTimestamp": time}
+    event = {"external_id": "u1", "name": "A", "message_id": f"e{time}", "occurred_at": time}
+    for path, component, body in [
+        ("/api/v1/track", "TrackMessageRequest", track),
+        ("/api/v1/events", "NativeEventRequest", event),
+    ]:
+        assert _validator(openapi, {"$ref": f"#/components/schemas/{component}"})(body) == accepted
+        response = _post(client, path, json.dumps(body))
+        assert response.status_code == (200 if accepted else 400), response.content[:300]
+
+
+def test_traits_are_read_only_where_the_schema_names_them(client):
+    """A screen call with ``"traits": 5`` was refused; only identify and group carry traits."""
+    assert _post(client, "/api/v1/screen", json.dumps({"userId": "u1", "traits": 5})).status_code == 200
+    assert _post(client, "/api/v1/identify", json.dumps({"userId": "u1", "traits": 5})).status_code == 400
