@@ -1,7 +1,9 @@
 """The ``write_contacts`` scope: ``PUT``/``DELETE /contacts/{external_id}`` no longer come with ``write_events``.
 
-Upgrading keeps every running integration working: each key holding ``write_events`` is granted ``write_contacts``
-too (an audit entry per key says so). Operators then remove it from keys embedded in web pages or apps (docs/api.md).
+Upgrading keeps every running server integration working: each key holding ``write_events`` is granted
+``write_contacts`` too (an audit entry per key says so), except the keys of **App** sources: those ship inside an app,
+where anyone can take them out, and an app never needed to overwrite or erase contacts. Operators then remove the
+scope from keys embedded in web pages (docs/api.md).
 Reversing restores the old meaning, under which ``write_events`` allowed the contact writes: ``write_contacts`` is
 removed everywhere, and a key that held it without ``write_events`` gets ``write_events`` instead.
 """
@@ -11,11 +13,17 @@ from django.db import migrations
 WRITE_EVENTS, WRITE_CONTACTS = "write_events", "write_contacts"
 
 
-def _rescope(apps, schema_editor, rescope) -> None:
+APP = "app"  # crm.Source.Kind.APP
+
+
+def _rescope(apps, schema_editor, rescope, *, skip_apps: bool = False) -> None:
     db = schema_editor.connection.alias
     ApiKey = apps.get_model("crm", "ApiKey")
     AuditEntry = apps.get_model("crm", "AuditEntry")
-    for key in ApiKey.objects.using(db).order_by("pk"):
+    keys = ApiKey.objects.using(db).order_by("pk")
+    if skip_apps:
+        keys = keys.exclude(source__kind=APP)
+    for key in keys:
         before = list(key.scopes or [])
         after = rescope(before)
         if after == before:
@@ -46,7 +54,7 @@ def _withdrawn(scopes: list[str]) -> list[str]:
 
 
 def grant_write_contacts(apps, schema_editor):
-    _rescope(apps, schema_editor, _granted)
+    _rescope(apps, schema_editor, _granted, skip_apps=True)
 
 
 def withdraw_write_contacts(apps, schema_editor):

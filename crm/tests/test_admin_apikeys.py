@@ -90,9 +90,12 @@ def test_remove_write_contacts_action(admin_client):
 
 
 def test_the_upgrade_grants_write_contacts_to_keys_for_events_and_reverses():
-    """crm.0014: every key that could write contacts (write_events) keeps that ability under the new scope."""
+    """crm.0014: every server key that could write contacts (write_events) keeps that ability under the new scope;
+    an app's key (shipped inside the app) does not get it."""
     migration = importlib.import_module("crm.migrations.0014_api_key_write_contacts")
     source = Source.objects.create(name="shop")
+    app = Source.objects.create(name="app", kind=Source.Kind.APP)
+    app_key, _secret = api_key_create(source=app, name="ios", scopes=["write_events"])
     before = {
         "web": ["write_events"],
         "backend": ["write_events", "read_contacts"],
@@ -103,6 +106,7 @@ def test_the_upgrade_grants_write_contacts_to_keys_for_events_and_reverses():
     editor = SimpleNamespace(connection=connection)
 
     migration.grant_write_contacts(apps, editor)
+    assert ApiKey.objects.get(pk=app_key.pk).scopes == ["write_events"]
     after = {name: ApiKey.objects.get(pk=key.pk).scopes for name, key in keys.items()}
     assert after == {
         "web": ["write_events", "write_contacts"],
