@@ -344,12 +344,22 @@ class Campaign(models.Model):
         )
 
 
+def variant_name_not_reserved(value: str) -> None:
+    """Reports show the holdout beside the variants under the name "holdout": no variant may take it."""
+    if value.strip().casefold() == "holdout":
+        raise ValidationError(_("“holdout” is the name of the control group in reports: choose another name."))
+
+
 class Variant(models.Model):
     """One version of a campaign's message. A campaign has at least one; two or more make an A/B test."""
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="variants")
     name = models.CharField(
-        _("name"), max_length=100, default="A", help_text=_("A short label shown in reports, e.g. A or B.")
+        _("name"),
+        max_length=100,
+        default="A",
+        validators=[variant_name_not_reserved],
+        help_text=_("A short label shown in reports, e.g. A or B."),
     )
     weight = models.PositiveIntegerField(
         _("weight"),

@@ -20,9 +20,11 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from campaigns.models import Campaign, Conversion, Run, Send
-from campaigns.selectors import FIGURES, SEND_FIGURES, figures_of_runs, run_totals
+from campaigns.selectors import SEND_FIGURES, figures_of_runs, run_totals
 from config.reports import Table, rate
 
+#: The figures per day of sending (sends that were not sent have no day).
+DAILY_FIGURES = {name: SEND_FIGURES[name] for name in ("sent", "delivered", "opened", "clicked", "unsubscribed")}
 #: How many of a recurring campaign's latest runs its chart shows.
 RUNS_ON_CHART = 30
 
@@ -36,13 +38,10 @@ def _with_rates(row: dict) -> dict:
 def campaign_runs(campaign: Campaign, *, limit: int = RUNS_ON_CHART, now: datetime | None = None) -> list[dict]:
     """The latest ``limit`` runs of a campaign, oldest first: audience, sent, skipped, failed, delivered, opened,
     clicked, converted, revenue, unsubscribed and rates per run. Settled runs' figures are read from the run; the
-    open runs' are counted in two grouped queries."""
+    open runs' are counted in three grouped queries (sends, conversions, variant names)."""
     now = now or timezone.now()
-    runs = list(
-        Run.objects.filter(campaign=campaign)
-        .order_by("-scheduled_for")
-        .only("id", "scheduled_for", "status", "audience_count", "finished_at", "figures", "figures_at")[:limit]
-    )
+    fields = ("scheduled_for", "status", "audience_count", "started_at", "finished_at", "figures", "figures_at")
+    runs = list(Run.objects.filter(campaign=campaign).order_by("-scheduled_for").only(*fields)[:limit])
     runs.reverse()
     figures = figures_of_runs(runs, window_hours=campaign.attribution_window_hours, now=now)
     result = []
@@ -103,7 +102,7 @@ def daily_rates(*, since: datetime, until: datetime) -> list[dict]:
     sends = Send.objects.filter(sent_at__gte=since, sent_at__lt=until, is_test=False).annotate(
         day=TruncDate("sent_at", tzinfo=zone)
     )
-    figures = {row.pop("day"): row for row in sends.values("day").annotate(**SEND_FIGURES).order_by()}
+    figures = {row.pop("day"): row for row in sends.values("day").annotate(**DAILY_FIGURES).order_by()}
     conversions = (
         Conversion.objects.filter(
             is_holdout=False, send__sent_at__gte=since, send__sent_at__lt=until, send__is_test=False
@@ -123,7 +122,7 @@ def daily_rates(*, since: datetime, until: datetime) -> list[dict]:
             _with_rates(
                 {
                     "day": day,
-                    **dict.fromkeys(SEND_FIGURES, 0),
+                    **dict.fromkeys(DAILY_FIGURES, 0),
                     **figures.get(day, {}),
                     "converted": n,
                     "revenue": revenue,
@@ -135,7 +134,7 @@ def daily_rates(*, since: datetime, until: datetime) -> list[dict]:
 
 def totals(rows: list[dict]) -> dict:
     """The sum of daily rows, with the rates over the whole period."""
-    total = {name: sum(row[name] for row in rows) for name in FIGURES}
+    total = {name: sum(row[name] for row in rows) for name in (*DAILY_FIGURES, "converted", "revenue")}
     return _with_rates(total)
 
 

@@ -18,7 +18,7 @@ run's totals under ``UNASSIGNED`` and in no variant.
 
 A settled run's figures are read from ``Run.figures`` (stored by ``campaigns.services.run_figures``); the figures of
 the others are counted in two grouped queries, one over the sends and one over the conversions, whatever the number
-of runs (``runs_figures``).
+of runs, plus one for the variants' names (``runs_figures``).
 """
 
 from __future__ import annotations
@@ -75,11 +75,14 @@ def empty_holdout() -> dict[str, Any]:
 
 def runs_figures(run_ids: list[int]) -> dict[int, dict[str, dict[str, Any]]]:
     """``{run id: {label: figures}}`` counted now, ``label`` a variant's name, ``HOLDOUT`` or ``UNASSIGNED``: one
-    grouped query over the runs' sends and one over their conversions."""
+    grouped query over the runs' sends, one over their conversions and one for the variants' names."""
     result: dict[int, dict[str, dict[str, Any]]] = {run_id: {} for run_id in run_ids}
     if not run_ids:
         return result
-    names = dict(Variant.objects.filter(campaign__runs__in=run_ids).distinct().values_list("id", "name").order_by())
+    names = {
+        pk: f"{name} (#{pk})" if name in (HOLDOUT, UNASSIGNED) else name  # names from before they were reserved
+        for pk, name in Variant.objects.filter(campaign__runs__in=run_ids).values_list("id", "name").distinct()
+    }
     sends = (
         Send.objects.filter(run_id__in=run_ids, is_test=False)
         .values_list("run_id", "variant_id", "is_holdout")
@@ -120,11 +123,16 @@ def figures_load(stored: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]
     }
 
 
+def run_end(run: Run) -> datetime:
+    """When a finished run ended: ``finished_at``, or for one cancelled before that was recorded, its start."""
+    return run.finished_at or run.started_at or run.scheduled_for
+
+
 def run_is_settled(run: Run, *, window_hours: int, now: datetime) -> bool:
     """Finished, and one ``SETTLED_AFTER`` past its attribution window: its receipts and conversions are in."""
-    if run.status not in (Run.Status.COMPLETED, Run.Status.CANCELLED) or run.finished_at is None:
+    if run.status not in (Run.Status.COMPLETED, Run.Status.CANCELLED):
         return False
-    return run.finished_at + timedelta(hours=window_hours) + SETTLED_AFTER <= now
+    return run_end(run) + timedelta(hours=window_hours) + SETTLED_AFTER <= now
 
 
 def figures_of_runs(runs: list[Run], *, window_hours: int, now: datetime) -> dict[int, dict[str, dict[str, Any]]]:

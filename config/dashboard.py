@@ -84,7 +84,8 @@ def dashboard_tables(figures: dict[str, Any]) -> list[Table]:
             permission="campaigns.view_send",
             note=_(
                 "Per day the messages were sent; rates are shares of the messages sent that day (test sends never "
-                "count). Converted: the campaign's goal event within its attribution window after the send."
+                "count). Converted: sends to which a goal event was attributed (within the campaign's attribution "
+                "window, last touch); revenue: those events' revenue."
             ),
         ),
         Table(

@@ -31,8 +31,9 @@ from django.db.models import DateTimeField, Exists, ExpressionWrapper, Max, Oute
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from campaigns.models import AttributionCursor, Campaign, Conversion, Send
+from campaigns.models import AttributionCursor, Campaign, Conversion, Run, Send
 from campaigns.selectors import _revenue
+from campaigns.services.run_figures import runs_figures_forget
 
 log = structlog.get_logger(__name__)
 
@@ -194,4 +195,29 @@ def conversions_rebuild(*, campaign: Campaign, now: datetime | None = None) -> i
         added = 0
         for start in range(0, len(ids), BATCH_SIZE):
             added += events_attribute(ids[start : start + BATCH_SIZE], now=now)
+        runs_figures_forget(goal_events={campaign.goal_event})  # stored figures counted by the old rule
     return added
+
+
+def run_conversions_attribute(*, run: Run, now: datetime | None = None) -> int:
+    """Attribute, now, the goal events of ``run``'s contacts that the beat pass has not reached yet (received until
+    ``SETTLE`` ago): what the automatic winner needs, bounded by the run's audience, without the cursor's lock. The
+    beat pass later finds them attributed (the insert ignores what exists). Returns the conversions added."""
+    from crm.models import Event
+
+    now = now or timezone.now()
+    goal = run.campaign.goal_event
+    if not goal:
+        return 0
+    watermark = AttributionCursor.objects.filter(name=CURSOR).values_list("last_event_id", flat=True).first() or 0
+    ids = list(
+        Event.objects.filter(
+            pk__gt=watermark,
+            name=goal,
+            received_at__lte=now - SETTLE,
+            contact_id__in=Send.objects.filter(run=run, is_test=False).values("contact_id"),
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    return sum(events_attribute(ids[start : start + BATCH_SIZE], now=now) for start in range(0, len(ids), BATCH_SIZE))

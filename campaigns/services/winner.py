@@ -24,12 +24,15 @@ def run_decide_winner(*, run_id: int, now: datetime | None = None) -> Run:
     (``significance``): the winner is always sent (waiting longer would delay the rest), but the report says in
     words when the difference was too small to decide or not significant (``campaigns.ab_report.winner_in_words``).
 
-    The figures are the report's (``campaigns.selectors``): conversions are the attributed ones, so the attribution
-    is brought up to date first (goal events received until a minute ago, ``attribution.SETTLE``)."""
-    from campaigns.services.attribution import conversions_attribute
+    The figures are the report's (``campaigns.selectors``): conversions are the attributed ones, so the goal events of
+    the run's contacts not attributed yet are attributed first (received until a minute ago, ``attribution.SETTLE``).
+    """
+    from campaigns.services.attribution import run_conversions_attribute
 
     now = now or timezone.now()
-    conversions_attribute(now=now)
+    pending = Run.objects.filter(pk=run_id, winner_decided_at__isnull=True).select_related("campaign").first()
+    if pending is not None:
+        run_conversions_attribute(run=pending, now=now)
     with transaction.atomic():
         run = Run.objects.select_for_update().select_related("campaign").get(pk=run_id)
         if run.winner_decided_at is not None or run.status != Run.Status.SENDING:

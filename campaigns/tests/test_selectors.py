@@ -10,11 +10,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
+from django.core.exceptions import ValidationError
 
-from campaigns.models import Conversion, DeliveryStatus, Run, Send
+from campaigns.models import AttributionCursor, Conversion, DeliveryStatus, Run, Send, Variant
 from campaigns.reports import campaign_runs, daily_rates
 from campaigns.selectors import HOLDOUT, UNASSIGNED, run_figures, run_totals, runs_figures, variant_goal_metrics
-from campaigns.services.attribution import conversions_attribute
+from campaigns.services.attribution import conversions_attribute, conversions_rebuild, run_conversions_attribute
 from campaigns.services.run_figures import runs_due_for_figures, runs_store_figures
 from campaigns.tests.factories import CampaignFactory, SendFactory, VariantFactory
 from crm.tests.factories import ContactFactory, EventFactory
@@ -190,3 +191,49 @@ def test_an_open_run_is_counted_at_every_call_and_a_long_window_settles_later(se
     Send.objects.filter(pk=a_sends[4].pk).update(opened_at=T + timedelta(days=3))
     assert run_figures(run, now=T + timedelta(days=3))["A"]["opened"] == 3
     assert runs_store_figures(now=T + timedelta(days=8)) == 1
+
+
+def test_counting_conversions_again_drops_the_stored_figures(setup):
+    """The campaign's window narrowed after its figures were stored: the report shows the new rule's count."""
+    campaign, run, _a, _b = setup
+    settles = T + timedelta(days=2)
+    assert runs_store_figures(now=settles) == 1
+    campaign.attribution_window_hours = 2  # A's first order (1 h) still counts, B's (5 h) no longer
+    campaign.save()
+    conversions_rebuild(campaign=campaign)
+    run.refresh_from_db()
+    assert run.figures_at is None
+    figures = run_figures(run, now=settles)
+    assert (figures["A"]["converted"], figures["B"]["converted"]) == (1, 0)
+
+
+def test_a_variant_named_holdout_is_refused_and_an_old_one_counted_apart(setup):
+    campaign, run, _a, _b_sends = setup
+    b = campaign.variants.get(name="B")
+    b.name = "Holdout"
+    with pytest.raises(ValidationError):
+        b.full_clean()
+    Variant.objects.filter(pk=b.pk).update(name="holdout")  # from before the name was reserved
+    figures = runs_figures([run.pk])[run.pk]
+    assert figures[f"holdout (#{b.pk})"]["sent"] == 3
+    assert figures[HOLDOUT]["members"] == 2
+    assert run_totals(figures)["sent"] == 8
+
+
+def test_a_run_cancelled_before_its_end_was_recorded_settles_from_its_start(setup):
+    _campaign, run, _a, _b = setup
+    Run.objects.filter(pk=run.pk).update(status=Run.Status.CANCELLED, finished_at=None)
+    assert runs_store_figures(now=T + timedelta(days=2)) == 1
+
+
+def test_the_winner_attributes_its_runs_pending_goal_events_only(setup):
+    """Before deciding, the goal events of the run's own contacts are attributed; the rest waits for beat's pass."""
+    _campaign, run, a_sends, _b = setup
+    cursor = AttributionCursor.objects.get()
+    late = EventFactory(contact=a_sends[2].contact, name=GOAL, occurred_at=T + timedelta(hours=6))
+    stranger = EventFactory(name=GOAL, occurred_at=T + timedelta(hours=6))
+    assert run_conversions_attribute(run=run, now=T + timedelta(days=3)) == 1
+    assert Conversion.objects.filter(event=late).exists()
+    assert not Conversion.objects.filter(event=stranger).exists()
+    assert AttributionCursor.objects.get().last_event_id == cursor.last_event_id  # the beat pass's mark untouched
+    assert runs_figures([run.pk])[run.pk]["A"]["converted"] == 2
