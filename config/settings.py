@@ -456,9 +456,12 @@ LOOP_TEAM_TIMEOUT = env.float("TEAM_TIMEOUT_SECONDS", default=10.0)
 LOOP_CAMPAIGN_REPORT_DESTINATION = env.str("CAMPAIGN_REPORT_DESTINATION", default="")
 # The campaigns tick: starts due one-time runs, releases due and held sends, picks A/B winners, recovers stale
 # claims. Installed into the database scheduler when beat starts.
+_campaigns_tick_seconds = env.float("CAMPAIGNS_TICK_SECONDS", default=60.0)
 CELERY_BEAT_SCHEDULE["campaigns-tick"] = {
     "task": "campaigns.tick",
-    "schedule": env.float("CAMPAIGNS_TICK_SECONDS", default=60.0),
+    "schedule": _campaigns_tick_seconds,
+    # A tick not started by the next one is dropped: busy workers never pile them up (each tick does all that is due).
+    "options": {"expires": _campaigns_tick_seconds},
 }
 
 # --- Journeys -----------------------------------------------------------------------------------------------------
