@@ -361,6 +361,7 @@ def test_two_beats_at_once_make_one_run_per_occurrence(runtime, own_redis):
     )
     env = worker_env(runtime, own_redis, LOOP_FAULT_SEND_DELAY="0")
     start_worker(runtime, env, "worker")
+    began = timezone.now()
     beats = [
         runtime.start(f"beat-{n}", celery("beat", "--loglevel", "INFO", "--pidfile=", "-s", f"b{n}"), env=env)
         for n in (1, 2)
@@ -377,7 +378,10 @@ def test_two_beats_at_once_make_one_run_per_occurrence(runtime, own_redis):
     runs = list(Run.objects.filter(campaign=campaign))
     assert runs, runtime.report()
     assert len({r.scheduled_for for r in runs}) == len(runs)  # one run per minute occurrence
-    assert len(runs) <= 2  # the test spans at most two minutes
+    # At most one run per minute the test spanned (usually one or two; more only on a very slow machine).
+    first, last = (moment.replace(second=0, microsecond=0) for moment in (began, timezone.now()))
+    minutes = (last - first) // timedelta(minutes=1) + 1
+    assert len(runs) <= minutes, (len(runs), minutes)
 
     def all_sent() -> bool:
         return Send.objects.filter(run__campaign=campaign).exclude(status__in=FINISHED).count() == 0
