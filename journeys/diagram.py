@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from django.db.models import Count
+from django.db.models import Count, Max
 from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext as _
@@ -17,7 +17,7 @@ from django.utils.translation import gettext as _
 from journeys.models import Enrollment, EnrollmentLog, Journey, Step
 
 BOX_W, BOX_H, GAP, LEFT, TOP, LANE = 300, 58, 34, 20, 20, 18
-ENDED = {"completed": "completed", "exited": "exited", "failed": "failed"}
+ENDED = {"exited": "exited", "failed": "failed"}  # completions: counted at the last step run (step_counts)
 
 
 def step_counts(journey: Journey) -> dict[int, dict[str, int]]:
@@ -32,10 +32,21 @@ def step_counts(journey: Journey) -> dict[int, dict[str, int]]:
     for row in logs:
         if row["action"] in ENDED:
             counts[row["step_id"]][row["action"]] += row["n"]
-        elif row["action"] != "retry":
+        elif row["action"] not in ("retry", "completed"):
             entered[row["step_id"]] = max(entered[row["step_id"]], row["n"])
     for step_id, n in entered.items():
         counts[step_id]["entered"] = n
+    # A run that reaches the journey's end is logged without a step: it completed at the last step it ran.
+    last_runs = (
+        EnrollmentLog.objects.filter(
+            enrollment__journey=journey, enrollment__status=Enrollment.Status.COMPLETED, step__isnull=False
+        )
+        .values("enrollment_id")
+        .annotate(last=Max("id"))
+        .values("last")
+    )
+    for row in EnrollmentLog.objects.filter(id__in=last_runs).values("step_id").annotate(n=Count("id")).order_by():
+        counts[row["step_id"]]["completed"] = row["n"]
     for row in (
         journey.enrollments.filter(status__in=Enrollment.OPEN)
         .exclude(current_step=None)

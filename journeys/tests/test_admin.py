@@ -108,6 +108,22 @@ def test_the_journey_page_draws_the_diagram_with_live_counts(admin_client, shop,
     assert f'data-step="{remind.pk}"' in page
 
 
+def test_the_diagram_counts_completions_at_the_last_step_run(admin_client, django_capture_on_commit_callbacks):
+    """The engine logs the end of a journey without a step; the diagram shows it on the step run last."""
+    from journeys.tests.conftest import T0
+    from journeys.tests.test_engine import consenting, enroll, journey, sms, tick
+
+    j = journey(sms("안녕하세요"), sms("다시 안녕하세요"))
+    enroll(j, consenting(2))
+    tick(T0, django_capture_on_commit_callbacks)
+    assert set(j.enrollments.values_list("status", flat=True)) == {Enrollment.Status.COMPLETED}
+
+    page = admin_client.get(reverse("admin:journeys_journey_change", args=[j.pk])).content.decode()
+
+    assert page.count("진입 2 · 대기 0 · 완료 0 · 이탈 0") == 1  # the first step
+    assert page.count("진입 2 · 대기 0 · 완료 2 · 이탈 0") == 1  # the last: both completed after it
+
+
 def test_the_contact_page_shows_the_contacts_journeys(admin_client):
     from journeys.playbooks import playbook_load
 
