@@ -28,6 +28,7 @@ def _isolated(settings, tmp_path, monkeypatch):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast; the logic is the same
     monkeypatch.delenv("LOOP_ADMIN_USERNAME", raising=False)
     monkeypatch.delenv("LOOP_ADMIN_PASSWORD", raising=False)
+    monkeypatch.delenv("LOOP_WEB_PORT", raising=False)
 
 
 def ensure_admin() -> str:
@@ -173,3 +174,8 @@ def test_refused_in_production_with_a_non_zero_exit(tmp_path):
     assert "createsuperuser" in result.stderr
     assert "password" not in result.stdout
     assert not (tmp_path / "admin-credentials.txt").exists()
+
+
+def test_the_login_points_at_the_port_make_run_serves_on(monkeypatch):
+    monkeypatch.setenv("LOOP_WEB_PORT", "8765")
+    assert "Admin login: http://127.0.0.1:8765/admin/  user: admin" in ensure_admin()

@@ -26,7 +26,13 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 DEFAULT_USERNAME = "admin"
-ADMIN_URL = "http://127.0.0.1:8000/admin/"
+
+
+def admin_url() -> str:
+    """Where ``make run`` serves the admin (``LOOP_WEB_PORT``, as in Procfile.dev)."""
+    return f"http://127.0.0.1:{os.environ.get('LOOP_WEB_PORT') or '8000'}/admin/"
+
+
 PASSWORD_BYTES = 12  # secrets.token_urlsafe(12): 16 characters, 96 bits
 
 
@@ -119,7 +125,7 @@ class Command(BaseCommand):
         self.stdout.write(
             self.frame(
                 [
-                    f"Admin login: {ADMIN_URL}  user: {username}",
+                    f"Admin login: {admin_url()}  user: {username}",
                     f"User {username!r} exists and {reason}; it is left unchanged.",
                     f"Forgot it? Reset it with: python manage.py changepassword {username}",
                 ]
@@ -130,7 +136,7 @@ class Command(BaseCommand):
         self.stdout.write(
             self.frame(
                 [
-                    f"Admin login: {ADMIN_URL}  user: {username}  password: {password}",
+                    f"Admin login: {admin_url()}  user: {username}  password: {password}",
                     f"{note} The login is kept in {path} (readable by you only).",
                 ]
             )
