@@ -125,6 +125,14 @@ class VariantForm(forms.ModelForm):
             "variables": forms.Textarea(attrs={"rows": 2, "cols": 60}),
         }
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        name = self.fields.get("name")
+        if name is not None and self.instance.pk and Send.objects.filter(variant=self.instance).exists():
+            # Reports and stored run figures list the variant under the name it was sent with.
+            name.disabled = True
+            name.help_text = _("Fixed once the variant has been sent: reports list its results under this name.")
+
     def clean(self):
         cleaned = super().clean()
         variables = cleaned.get("variables") or {}

@@ -212,3 +212,22 @@ def test_deleting_in_the_admin_removes_the_schedule(admin_client):
     response = admin_client.post(reverse("admin:campaigns_campaign_delete", args=[campaign.pk]), {"post": "yes"})
     assert response.status_code == 302
     assert not PeriodicTask.objects.exists()
+
+
+def test_a_variants_name_is_fixed_once_it_was_sent():
+    """Reports keep a variant's results under its name: renaming it after sending would orphan them."""
+    from campaigns.admin import VariantForm
+    from campaigns.tests.factories import SendFactory
+
+    campaign = CampaignFactory(schedule=Campaign.Schedule.RECURRING)
+    variant = campaign.variants.get()
+    data = {"name": "짧은 문구", "weight": 1, "body": "안녕하세요", "send_delay_minutes": 0, "variables": "{}"}
+    assert not VariantForm(instance=variant).fields["name"].disabled  # not sent yet: free to rename
+    SendFactory(campaign=campaign, variant=variant, status=Send.Status.SENT)
+
+    form = VariantForm(instance=variant, data=data)
+
+    assert form.fields["name"].disabled
+    assert form.is_valid(), form.errors
+    assert form.save().name == "A"
+    assert form.save().body == "안녕하세요"  # the rest stays editable
