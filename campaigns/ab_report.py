@@ -16,7 +16,7 @@ from django.utils.translation import gettext_lazy as _
 
 from campaigns import stats
 from campaigns.models import Run
-from campaigns.selectors import run_figures
+from campaigns.selectors import empty_figures, run_figures
 
 VERDICTS = {
     stats.CONTROL: _("control"),
@@ -49,12 +49,11 @@ def ab_report(run: Run, variant_names: list[str]) -> dict[str, Any]:
     figures = run_figures(run, now=timezone.now())
     has_goal = bool(run.campaign.goal_event)
     metric = "converted" if has_goal else "clicked"
-    empty = {"sent": 0, "delivered": 0, "opened": 0, "clicked": 0, "unsubscribed": 0, "converted": 0}
     variants: dict[str, dict[str, Any]] = {}
     control = variant_names[0] if variant_names else None
-    base = figures.get(control, empty) if control else empty
+    base = figures.get(control) or empty_figures()
     for name in variant_names:
-        row = {**empty, "revenue": Decimal(0), **figures.get(name, {})}
+        row = {**empty_figures(), **figures.get(name, {})}
         sent = row["sent"]
         low, high = stats.wilson_interval(row[metric], sent)
         if name == control:

@@ -30,6 +30,7 @@ from typing import Any
 from django.db.models import Count, Q, Sum
 
 from campaigns.models import Conversion, DeliveryStatus, Run, Send, Variant
+from campaigns.stats import rate
 
 REVENUE_KEYS = ("revenue", "total", "value")
 HOLDOUT = "holdout"
@@ -174,7 +175,7 @@ def variant_goal_metrics(*, run: Run) -> dict[int, dict]:
             "sent": sent,
             "conversions": row["converted"],
             "revenue": row["revenue"],
-            "conversion_rate": row["converted"] / sent if sent else 0.0,
-            "revenue_per_send": float(row["revenue"]) / sent if sent else 0.0,
+            "conversion_rate": rate(row["converted"], sent),
+            "revenue_per_send": rate(float(row["revenue"]), sent),
         }
     return metrics

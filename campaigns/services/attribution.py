@@ -192,9 +192,7 @@ def conversions_rebuild(*, campaign: Campaign, now: datetime | None = None) -> i
                 contact__in=Send.objects.filter(campaign=campaign).values("contact_id"),
             ).values_list("pk", flat=True)
         )
-        added = 0
-        for start in range(0, len(ids), BATCH_SIZE):
-            added += events_attribute(ids[start : start + BATCH_SIZE], now=now)
+        added = _attribute_in_batches(ids, now=now)
         runs_figures_forget(goal_events={campaign.goal_event})  # stored figures counted by the old rule
     return added
 
@@ -220,4 +218,9 @@ def run_conversions_attribute(*, run: Run, now: datetime | None = None) -> int:
         .order_by("pk")
         .values_list("pk", flat=True)
     )
+    return _attribute_in_batches(ids, now=now)
+
+
+def _attribute_in_batches(ids: list[int], *, now: datetime | None) -> int:
+    """``events_attribute`` over ``ids`` in batches of ``BATCH_SIZE``; the conversions added."""
     return sum(events_attribute(ids[start : start + BATCH_SIZE], now=now) for start in range(0, len(ids), BATCH_SIZE))

@@ -169,8 +169,8 @@ class Batch:
 # --- Claiming ------------------------------------------------------------------------------------------------------
 
 
-def _due(now: datetime, at: datetime | None = None):
-    lease = (at or now) - timedelta(seconds=settings.LOOP_JOURNEY_CLAIM_LEASE)
+def _due(now: datetime, lease: datetime):
+    """Open enrollments of active journeys due at ``now``, unclaimed or claimed before ``lease``."""
     return (
         Enrollment.objects.filter(
             status__in=Enrollment.OPEN, next_run_at__lte=now, journey__status=Journey.Status.ACTIVE
@@ -188,7 +188,7 @@ def enrollments_claim(*, now: datetime, limit: int, at: datetime | None = None) 
     at = at or now
     lease = at - timedelta(seconds=settings.LOOP_JOURNEY_CLAIM_LEASE)
     with transaction.atomic():
-        candidates = _due(now, at)
+        candidates = _due(now, lease)
         if connection.features.has_select_for_update_skip_locked:
             candidates = candidates.select_for_update(skip_locked=True, of=("self",))
         ids = list(candidates.values_list("id", flat=True)[:limit])
