@@ -45,10 +45,6 @@ def campaign_snapshot(campaign: Campaign) -> dict[str, Any]:
     }
 
 
-def campaign_diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list]:
-    return {key: [before.get(key), value] for key, value in after.items() if before.get(key) != value}
-
-
 def campaign_record_change(
     *, campaign: Campaign, user=None, action: str, diff: dict | None = None, now: datetime | None = None
 ) -> CampaignChange:
@@ -245,7 +241,7 @@ def campaign_save(
         schedules.parse_cron(campaign)
     campaign.save()
     after = campaign_snapshot(campaign)
-    diff = after if created else campaign_diff(before or {}, after)
+    diff = after if created else audit_diff(before or {}, after)
     if created or diff:
         campaign_record_change(
             campaign=campaign, user=user, action="created" if created else "changed", diff=diff, now=now
